@@ -1,0 +1,99 @@
+"""Provenance for every result the package writes: which code, machine, libraries, config and seed.
+
+A number in ``results/`` is only worth showing next to a paper's if one can tell what produced it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, is_dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+_LIBS = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "opacus", "dcprivacy")
+
+
+def git_commit(path: str | Path | None = None) -> str:
+    """The commit of the checkout holding this package (with ``+dirty`` if it has changes)."""
+    where = Path(path) if path else Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (commit + ("+dirty" if dirty else "")) if commit else "unknown"
+
+
+def device_description(device: torch.device | str | None = None) -> str:
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if device.type == "cuda" and torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0]}
+    for lib in _LIBS:
+        try:
+            out[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _plain(obj):
+    if is_dataclass(obj):
+        return asdict(obj)
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, (tuple, set)):
+        return list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, torch.device):
+        return str(obj)
+    raise TypeError(f"cannot store {type(obj).__name__} in a JSON result")
+
+
+def provenance(*, config=None, seed=None, device=None, started: float | None = None,
+               command: list[str] | None = None) -> dict:
+    """The provenance block of a result (``started``: ``time.time()`` when the work began)."""
+    from .config import profile_name
+    try:
+        profile = profile_name()
+    except ValueError:
+        profile = os.environ.get("DCPRIVACY_PROFILE", "")
+    return {
+        "commit": git_commit(),
+        "device": device_description(device),
+        "versions": library_versions(),
+        "profile": profile,
+        "config": json.loads(json.dumps(config, default=_plain)) if config is not None else None,
+        "seed": seed,
+        "wall_time_s": None if started is None else round(time.time() - started, 3),
+        "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command if command is not None else sys.argv,
+    }
+
+
+def write_json(path: str | Path, result: dict, **prov) -> Path:
+    """Write ``result`` with a ``provenance`` block to ``path`` (folders are created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = dict(result)
+    payload["provenance"] = provenance(**prov)
+    path.write_text(json.dumps(payload, indent=2, default=_plain) + "\n")
+    return path
+
+
+def read_json(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,255 @@
+"""Train and evaluate many models of one architecture at once.
+
+Membership inference needs dozens of shadow models and condensation is judged by training
+several networks on each synthetic set. Training them one after another wastes a small machine
+on Python and kernel-launch overhead; here the N models are *stacked* (``torch.func``) and every
+step is one batched forward and backward for all of them (a convolution over N models becomes one
+grouped convolution).
+
+Each model keeps its own seed, its own initial weights and, when asked, its own training set (a
+row of a membership mask over a shared pool), and sees its own shuffled batches — exactly what it
+would see trained alone, which ``tests/test_train.py`` checks.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from .augment import apply_transforms, parse_strategy, sample_transforms
+from .config import progress
+
+
+@dataclass
+class Ensemble:
+    """N models of one architecture, stacked: every parameter has a leading model dimension."""
+    base: nn.Module  # the architecture, on the meta device (holds no numbers)
+    params: dict[str, torch.Tensor]
+    buffers: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @classmethod
+    def stack(cls, nets: Sequence[nn.Module]) -> "Ensemble":
+        params, buffers = stack_module_state(list(nets))
+        base = copy.deepcopy(nets[0]).to("meta")
+        return cls(base, {k: v.detach() for k, v in params.items()}, buffers)
+
+    def __len__(self) -> int:
+        return next(iter(self.params.values())).shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.params.values())).device
+
+    def __call__(self, x: torch.Tensor, *, shared: bool = True, method: str = "forward",
+                 params: dict | None = None) -> torch.Tensor:
+        """Outputs of all models: ``x`` [B, ...] for every model (``shared``) or [N, B, ...] one each."""
+        p = self.params if params is None else params
+        fn = vmap(lambda pp, bb, xx: _call_method(self.base, pp, bb, xx, method),
+                  in_dims=(0, 0, None if shared else 0))
+        return fn(p, self.buffers, x)
+
+    def model(self, i: int) -> nn.Module:
+        """Model ``i`` as an ordinary ``nn.Module`` (a copy)."""
+        net = copy.deepcopy(self.base).to_empty(device=self.device)
+        net.load_state_dict({k: v[i] for k, v in {**self.params, **self.buffers}.items()})
+        return net
+
+
+class _Method(nn.Module):
+    """Calls ``base.<method>`` so that ``functional_call`` can run methods other than forward."""
+
+    def __init__(self, base: nn.Module, method: str):
+        super().__init__()
+        self.base, self.method = base, method
+
+    def forward(self, x):
+        return getattr(self.base, self.method)(x)
+
+
+def _call_method(base: nn.Module, params, buffers, x, method: str = "forward"):
+    """``base.<method>(x)`` evaluated with the given weights (vmap-able)."""
+    if method == "forward":
+        return functional_call(base, (params, buffers), (x,))
+    named = {f"base.{k}": v for k, v in {**params, **buffers}.items()}
+    return functional_call(_Method(base, method), named, (x,))
+
+
+@dataclass
+class TrainConfig:
+    """The evaluation protocol of the condensation literature (DC, DSA, DM)."""
+    epochs: int = 300
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    decay_at: float = 0.5  # lr × 0.1 from this fraction of the epochs on
+    augment: str | None = None  # a DSA strategy applied to every training image (None: no augmentation)
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs={self.epochs}, batch_size={self.batch_size}: both must be ≥ 1")
+        if not 0 <= self.decay_at <= 1:
+            raise ValueError(f"decay_at={self.decay_at}: must lie in [0, 1]")
+        parse_strategy(self.augment)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _data_generator(seed: int, device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(int(seed) * 2 + 1)
+
+
+def train_models(factory: Callable[[int], nn.Module], x: torch.Tensor, y: torch.Tensor, *,
+                 seeds: Sequence[int], members: torch.Tensor | None = None,
+                 config: TrainConfig = TrainConfig(), aug_seed: int = 0, chunk: int | None = None,
+                 device: torch.device | str | None = None, desc: str = "training") -> Ensemble:
+    """Train ``len(seeds)`` models; model ``i`` starts from ``factory(seeds[i])``.
+
+    ``members``: optional bool mask [N, len(x)]; model ``i`` trains on the rows where it is True
+    (for membership inference, one row per shadow model). Without it every model trains on all of
+    ``x``. Each model sees its own random order in batches of ``batch_size`` with a smaller last
+    batch, as ``DataLoader(shuffle=True)`` would give it; a model whose set is used up before the
+    others' skips the remaining steps of the epoch (no update, no weight decay, no momentum).
+
+    ``chunk``: how many models go through each step together. ``None`` picks by device: all of them
+    on a GPU; one at a time on a CPU, where stacked convolutions measured slower than a loop (see
+    ``python -m dcprivacy bench train``). The result does not depend on ``chunk`` without
+    augmentation; with it, the augmentation draws come from one generator per chunk.
+    """
+    device = torch.device(device) if device is not None else x.device
+    N = len(seeds)
+    if N < 1:
+        raise ValueError("seeds: give at least one seed (one per model)")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
+    if members is not None and tuple(members.shape) != (N, x.shape[0]):
+        raise ValueError(f"members has shape {tuple(members.shape)}, expected ({N}, {x.shape[0]}) = (models, pool)")
+    if chunk is None:
+        chunk = N if device.type == "cuda" else 1
+    if chunk < 1:
+        raise ValueError(f"chunk={chunk}: must be at least 1")
+    parts = []
+    bar = progress(total=config.epochs * math.ceil(N / chunk), desc=desc, unit="epoch")
+    for start in range(0, N, chunk):
+        sub = slice(start, start + chunk)
+        parts.append(_train_stacked(factory, x, y, list(seeds[sub]), None if members is None else members[sub],
+                                    config, aug_seed + int(seeds[start]), device, bar))
+    bar.close()
+    if len(parts) == 1:
+        return parts[0]
+    return Ensemble(parts[0].base, {k: torch.cat([p.params[k] for p in parts]) for k in parts[0].params},
+                    {k: torch.cat([p.buffers[k] for p in parts]) for k in parts[0].buffers})
+
+
+def _train_stacked(factory, x, y, seeds, members, config: TrainConfig, aug_seed: int, device, bar) -> Ensemble:
+    """One vectorized training run of ``len(seeds)`` stacked models (see :func:`train_models`)."""
+    N = len(seeds)
+    x, y = x.to(device), y.to(device)
+    P = x.shape[0]
+    if members is None:
+        members = torch.ones(N, P, dtype=torch.bool, device=device)
+    members = members.to(device=device, dtype=torch.bool)
+    sizes = members.sum(1).tolist()  # one host sync, before training
+    if min(sizes) == 0:
+        raise ValueError("members: every model needs at least one training example")
+    n_max, n_min, B = max(sizes), min(sizes), config.batch_size
+    b = min(B, n_max)
+    steps = math.ceil(n_max / B)
+    sizes_t = torch.tensor(sizes, device=device)
+
+    ens = Ensemble.stack([factory(int(s)).to(device) for s in seeds])
+    params = {k: v.clone().requires_grad_(True) for k, v in ens.params.items()}
+    moment = {k: torch.zeros_like(v) for k, v in params.items()}
+    gens = [_data_generator(s, device) for s in seeds]
+    aug_gen = torch.Generator(device=device).manual_seed(int(aug_seed))
+    groups = parse_strategy(config.augment)
+    decay_epoch = int(config.epochs * config.decay_at)
+    pos = torch.arange(b, device=device)
+
+    def loss_one(p, bu, xb, yb, wb):
+        out = functional_call(ens.base, (p, bu), (xb,))
+        return (F.cross_entropy(out, yb, reduction="none") * wb).sum() / wb.sum().clamp_min(1.0)
+
+    if N > 1:
+        batched_loss = vmap(loss_one, in_dims=(0, 0, 0, 0, 0))
+    else:  # one model: skip vmap's batching rules (measurably faster on a CPU)
+        def batched_loss(p, bu, xb, yb, wb):
+            one = lambda d: {k: v[0] for k, v in d.items()}
+            return loss_one(one(p), one(bu), xb[0], yb[0], wb[0]).unsqueeze(0)
+
+    for epoch in range(config.epochs):
+        lr = config.lr * (0.1 if epoch >= decay_epoch else 1.0)
+        keys = torch.stack([torch.rand(P, generator=g, device=device) for g in gens])
+        order = keys.masked_fill(~members, 2.0).argsort(dim=1)  # members first, in random order
+        for s in range(steps):
+            slot = s * B + pos  # positions of this batch in each model's order
+            idx = order.gather(1, slot.clamp_max(P - 1).expand(N, b))
+            w = (slot.unsqueeze(0) < sizes_t.unsqueeze(1)).to(x.dtype)  # [N, b]
+            xb, yb = x[idx], y[idx]
+            if groups:
+                t = sample_transforms(N * b, config.augment, tuple(x.shape[-2:]), generator=aug_gen,
+                                      device=device, same_group=False)
+                xb = apply_transforms(xb.flatten(0, 1), t).view_as(xb)
+            loss = batched_loss(params, ens.buffers, xb, yb, w)
+            grads = torch.autograd.grad(loss.sum(), list(params.values()))
+            active = None if s * B < n_min else (s * B < sizes_t)  # known on the host: no sync
+            with torch.no_grad():
+                for (k, p), g in zip(params.items(), grads):
+                    d = g + config.weight_decay * p
+                    if active is None:
+                        moment[k].mul_(config.momentum).add_(d)
+                        p.sub_(lr * moment[k])
+                    else:
+                        a = active.view(-1, *[1] * (p.dim() - 1))
+                        moment[k] = torch.where(a, moment[k] * config.momentum + d, moment[k])
+                        p.copy_(torch.where(a, p - lr * moment[k], p))
+        bar.update(1)
+    ens.params = {k: v.detach() for k, v in params.items()}
+    return ens
+
+
+def _chunks(ens: Ensemble, chunk: int | None):
+    n = len(ens)
+    chunk = (n if ens.device.type == "cuda" else 1) if chunk is None else chunk
+    return [slice(i, min(i + chunk, n)) for i in range(0, n, chunk)]
+
+
+@torch.no_grad()
+def predict(ens: Ensemble, x: torch.Tensor, *, batch_size: int = 256, method: str = "forward",
+            chunk: int | None = None) -> torch.Tensor:
+    """Outputs of every model on every row of ``x``: [N, len(x), ...] (logits by default).
+
+    ``chunk`` models are evaluated together (default: all on a GPU, one at a time on a CPU)."""
+    x = x.to(ens.device)
+    outs = []
+    for part in _chunks(ens, chunk):
+        rows = []
+        for i in range(0, x.shape[0], batch_size):
+            xb = x[i:i + batch_size]
+            if part.stop - part.start == 1:  # one model: a plain call, no batching rules
+                one = lambda d: {k: v[part.start] for k, v in d.items()}
+                rows.append(_call_method(ens.base, one(ens.params), one(ens.buffers), xb, method).unsqueeze(0))
+            else:
+                sub = lambda d: {k: v[part] for k, v in d.items()}
+                rows.append(Ensemble(ens.base, sub(ens.params), sub(ens.buffers))(xb, method=method))
+        outs.append(torch.cat(rows, dim=1))
+    return torch.cat(outs, dim=0)
+
+
+@torch.no_grad()
+def accuracy(ens: Ensemble, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 256,
+             chunk: int | None = None) -> torch.Tensor:
+    """Test accuracy of each model: a tensor [N] in [0, 1]."""
+    y = y.to(ens.device)
+    correct = torch.zeros(len(ens), device=ens.device)
+    for i in range(0, x.shape[0], batch_size):
+        logits = predict(ens, x[i:i + batch_size], batch_size=batch_size, chunk=chunk)
+        correct += (logits.argmax(-1) == y[i:i + batch_size]).sum(1)
+    return correct / x.shape[0]

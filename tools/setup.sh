@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install what a fresh Debian/Ubuntu machine lacks to build the book and run the tests.
+# Idempotent: what is already there is left alone. Needs only the package registries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+
+# System packages: FashionMNIST offline (Debian's dataset-fashion-mnist) and Chromium for the
+# browser test of the rendered book.
+need=()
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need+=(dataset-fashion-mnist)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "setup: apt-get install ${need[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "setup: please install ${need[*]} with your system's package manager" >&2
+  fi
+fi
+
+# Python packages: PyTorch first (a range; pip picks the newest build it may use), then the
+# package with its extras.
+if ! "$PYTHON" -c "import torch, torchvision" >/dev/null 2>&1; then
+  echo "setup: pip install torch torchvision"
+  "$PYTHON" -m pip install -q "torch>=2.3,<3" "torchvision>=0.18"
+fi
+if ! "$PYTHON" -c "import dcprivacy, jupyter_book, nbval, opacus, playwright, jupytext" >/dev/null 2>&1 \
+   || [ pyproject.toml -nt .setup-stamp ]; then
+  echo "setup: pip install -e .[book,test,dp]"
+  "$PYTHON" -m pip install -q -e ".[book,test,dp]"
+  touch .setup-stamp
+fi
+"$PYTHON" -m dcprivacy data >/dev/null || true
