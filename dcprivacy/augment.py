@@ -65,11 +65,12 @@ class Transforms:
 
 def sample_transforms(n: int, strategy: str | None, size: tuple[int, int], *,
                       generator: torch.Generator | None = None, device: torch.device | str = "cpu",
-                      params: DSAParams = DSAParams(), same_group: bool = False) -> Transforms:
+                      params: DSAParams = DSAParams(), share: int = 1) -> Transforms:
     """Draw ``n`` DSA transformations for images of ``size`` (H, W).
 
-    Each row picks one group of the strategy uniformly at random (``same_group=True``: one group for
-    all rows, as the reference does within one call when it augments a training batch).
+    Each block of ``share`` consecutive rows picks one group of the strategy uniformly at random
+    (the reference picks one group per call: ``share`` = the batch size when augmenting a training
+    batch); the magnitudes are drawn for every row.
     """
     groups = parse_strategy(strategy)
     H, W = size
@@ -79,7 +80,9 @@ def sample_transforms(n: int, strategy: str | None, size: tuple[int, int], *,
         return torch.rand(*shape, **kw)
 
     if groups:
-        pick = torch.randint(len(groups), (1 if same_group else n,), **kw).expand(n)
+        if share < 1:
+            raise ValueError(f"share={share}: must be at least 1")
+        pick = torch.randint(len(groups), (-(-n // share),), **kw).repeat_interleave(share)[:n]
     else:
         pick = torch.full((n,), -1, dtype=torch.long, device=device)
 
@@ -143,12 +146,12 @@ def apply_transforms(x: torch.Tensor, t: Transforms, index: torch.Tensor | None 
 
 
 def dsa(x: torch.Tensor, strategy: str | None, *, generator: torch.Generator | None = None,
-        index: torch.Tensor | None = None, num: int | None = None, same_group: bool = False,
+        index: torch.Tensor | None = None, num: int | None = None, share: int = 1,
         params: DSAParams = DSAParams()) -> torch.Tensor:
     """Draw transformations and apply them: per image, or per ``index`` row (``num`` rows)."""
     if not parse_strategy(strategy):
         return x
     n = x.shape[0] if index is None else (num if num is not None else int(index.max()) + 1)
     t = sample_transforms(n, strategy, tuple(x.shape[-2:]), generator=generator, device=x.device,
-                          params=params, same_group=same_group)
+                          params=params, share=share)
     return apply_transforms(x, t, index, params)

@@ -53,3 +53,135 @@ def bench_train(*, models: int = 8, per_class: int = 50, width: int = 32, epochs
             "epochs": epochs, "batch_size": batch_size, "device": str(device),
             "vectorized_s": round(t_vec, 4), "one_by_one_s": round(t_loop, 4),
             "speedup": round(t_loop / t_vec, 3), "max_param_difference": diff}
+
+
+def conv_throughput(device, *, width: int = 128, batch: int = 256, size: int = 16, repeats: int = 5) -> dict:
+    """The machine's measured speed on the ConvNet's own workload: one 3×3 conv layer (width → width on
+    ``size``×``size`` maps) and a square float32 GEMM, in GFLOP/s."""
+    x = torch.randn(batch, width, size, size, device=device)
+    w = torch.randn(width, width, 3, 3, device=device)
+    conv = lambda: torch.nn.functional.conv2d(x, w, padding=1)
+    conv()
+    t_conv, _ = timed(conv, device, repeats)
+    a = torch.randn(2048, 2048, device=device)
+    (a @ a)
+    t_mm, _ = timed(lambda: a @ a, device, repeats)
+    return {"conv_gflops": 2 * batch * width * width * 9 * size * size / t_conv / 1e9,
+            "gemm_gflops": 2 * 2048 ** 3 / t_mm / 1e9}
+
+
+def dm_step_per_class(net, pool_x: list, syn: torch.Tensor, opt, generator, strategy) -> float:
+    """The baseline: one DM step the way the reference writes it — a Python loop over classes, a random
+    batch drawn per class, siamese augmentation per class, and the loss read back to the host."""
+    from .augment import apply_transforms, sample_transforms
+    num_classes, ipc = syn.shape[:2]
+    b = min(256, min(len(p) for p in pool_x))
+    loss = torch.zeros((), device=syn.device)
+    for c in range(num_classes):
+        real = pool_x[c][torch.randperm(len(pool_x[c]), generator=generator, device=syn.device)[:b]]
+        if strategy:
+            t = sample_transforms(1, strategy, tuple(real.shape[-2:]), generator=generator, device=syn.device)
+            real = apply_transforms(real, t, torch.zeros(b, dtype=torch.long, device=syn.device))
+            s = apply_transforms(syn[c], t, torch.zeros(ipc, dtype=torch.long, device=syn.device))
+        else:
+            s = syn[c]
+        loss = loss + ((net.embed(real).mean(0) - net.embed(s).mean(0)) ** 2).sum()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def bench_condense(*, width: int = 128, ipc: int = 10, batch_real: int = 256, iterations: int = 3,
+                   device=None, seed: int = 0, compile: bool = True, dc: bool = True) -> dict:
+    """Seconds per iteration of DM (one pass vs per-class loop, eager and compiled) and of DC's
+    matching step (vectorized over classes vs per-class loop), with GFLOP/s next to the machine's."""
+    import torch.nn.functional as F
+
+    from .augment import DEFAULT_STRATEGY, sample_transforms
+    from .condense import class_gradients, dm_loss, gradient_distance
+    from .data import load_dataset
+    from .nets import conv_flops, make_net
+
+    device = torch.device(device) if device is not None else default_device()
+    ds = load_dataset("fashionmnist")
+    C = ds.num_classes
+    g = torch.Generator(device=device).manual_seed(seed)
+    pools = [ds.train_x[ds.train_y == c][:2000].to(device) for c in range(C)]
+    net = make_net("convnet", width=width, seed=seed).to(device).requires_grad_(False)
+    flops_img = conv_flops(net)
+    syn = torch.randn(1, C, ipc, 1, 28, 28, device=device, requires_grad=True)
+    opt = torch.optim.SGD([syn], lr=1.0, momentum=0.5)
+    real = torch.stack([p[:batch_real] for p in pools])  # [C, b, ...]
+    w = torch.ones(1, C, batch_real, device=device)
+    size = (28, 28)
+
+    def one_pass(embed):
+        t = sample_transforms(C, DEFAULT_STRATEGY, size, generator=g, device=device)
+        loss = dm_loss(embed, real, w, syn, transforms=t)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def run(fn, n):
+        for _ in range(n):
+            fn()
+
+    dm_flops = flops_img * (C * batch_real + 2 * C * ipc)  # forward real + synthetic, backward synthetic
+    rows = {}
+    run(lambda: dm_step_per_class(net, pools, syn[0], opt, g, DEFAULT_STRATEGY), 1)
+    t, _ = timed(lambda: run(lambda: dm_step_per_class(net, pools, syn[0], opt, g, DEFAULT_STRATEGY), iterations), device)
+    rows["dm_per_class_loop"] = t / iterations
+    run(lambda: one_pass(net.embed), 1)
+    t, _ = timed(lambda: run(lambda: one_pass(net.embed), iterations), device)
+    rows["dm_one_pass"] = t / iterations
+    compile_s = None
+    if compile:
+        embed = torch.compile(net.embed)
+        t0, _ = timed(lambda: one_pass(embed), device)
+        compile_s = t0
+        t, _ = timed(lambda: run(lambda: one_pass(embed), iterations), device)
+        rows["dm_one_pass_compiled"] = t / iterations
+    result = {"benchmark": "condense", "device": str(device), "width": width, "ipc": ipc, "batch_real": batch_real,
+              "iterations_timed": iterations, "dm_gflop_per_iteration": dm_flops / 1e9,
+              **conv_throughput(device, width=width)}
+    for k, v in rows.items():
+        result[f"{k}_s"] = round(v, 4)
+        result[f"{k}_gflops"] = round(dm_flops / v / 1e9, 2)
+    best = min(v for k, v in rows.items() if k != "dm_per_class_loop")
+    result["dm_speedup_over_per_class_loop"] = round(rows["dm_per_class_loop"] / best, 3)
+    result["dm_fraction_of_conv_throughput"] = round(dm_flops / best / 1e9 / result["conv_gflops"], 3)
+    result["compile_seconds"] = None if compile_s is None else round(compile_s, 1)
+
+    if dc:  # DC's matching step: per-class gradients on real and synthetic images, their distance, one image step
+        net_dc = make_net("convnet", width=width, seed=seed).to(device)
+        yr = torch.arange(C, device=device).view(C, 1).expand(C, batch_real)
+        ys = torch.arange(C, device=device).view(C, 1).expand(C, ipc)
+        xs = syn[0]
+
+        def vectorized():
+            g_real = {k: v.detach() for k, v in class_gradients(net_dc, real, yr).items()}
+            loss = gradient_distance(g_real, class_gradients(net_dc, xs, ys))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        def per_class():
+            params = list(net_dc.parameters())
+            loss = 0
+            for c in range(C):
+                gr = torch.autograd.grad(F.cross_entropy(net_dc(real[c]), yr[c]), params)
+                gs = torch.autograd.grad(F.cross_entropy(net_dc(xs[c]), ys[c]), params, create_graph=True)
+                loss = loss + gradient_distance({i: a.detach()[None] for i, a in enumerate(gr)},
+                                                {i: a[None] for i, a in enumerate(gs)})
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            return loss.item()
+
+        for name, fn in (("dc_step_per_class_loop", per_class), ("dc_step_vectorized", vectorized)):
+            fn()
+            t, _ = timed(lambda: run(fn, iterations), device)
+            result[f"{name}_s"] = round(t / iterations, 4)
+        result["dc_speedup_over_per_class_loop"] = round(result["dc_step_per_class_loop_s"] / result["dc_step_vectorized_s"], 3)
+    return result

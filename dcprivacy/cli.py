@@ -74,6 +74,7 @@ def _bench_args(p: argparse.ArgumentParser):
     p.add_argument("--width", type=int, default=None, help="ConvNet width (default: per benchmark)")
     p.add_argument("--epochs", type=int, default=None, help="train/shadows: epochs")
     p.add_argument("--iterations", type=int, default=None, help="condense: timed iterations")
+    p.add_argument("--no-compile", action="store_true", help="condense: skip the torch.compile variant")
     p.add_argument("--out", default=None, help="also write the result as JSON with provenance here")
 
 
@@ -88,7 +89,7 @@ def _bench(args) -> int:
         result = bench.bench_train(models=args.models, device=args.device, **kw)
     elif args.which == "condense":
         kw.pop("epochs", None)
-        result = bench.bench_condense(device=args.device, **kw)
+        result = bench.bench_condense(device=args.device, compile=not args.no_compile, **kw)
     else:
         kw.pop("iterations", None)
         result = bench.bench_shadows(models=args.models, device=args.device, **kw)

@@ -121,3 +121,85 @@ def glue(name: str, value, display: bool = False):
         print(f"{name} = {value}")
         return
     _glue(name, value, display=display)
+
+
+def _value_err(point: dict, key: str):
+    """``point[key]`` and its error bar: from ``<key>_ci`` (low, high) or ``<key>_std``, else none."""
+    if key not in point:
+        raise ValueError(f"no {key!r} in {sorted(point)}: pass x=/y= naming keys every point has")
+    v, ci, std = float(point[key]), point.get(f"{key}_ci"), point.get(f"{key}_std")
+    if ci is not None:
+        return v, [[max(v - ci[0], 0.0)], [max(ci[1] - v, 0.0)]]
+    return v, (None if std is None else float(std))
+
+
+def _chance(key: str):
+    """What guessing scores for a metric of :func:`dcprivacy.metrics.summary`."""
+    if key in ("auc", "balanced_accuracy"):
+        return 0.5
+    return float(key[4:]) if key.startswith("tpr@") else None
+
+
+def _metric_label(key: str) -> str:
+    if key.startswith("tpr@"):
+        return f"TPR at {100 * float(key[4:]):g}% FPR"
+    return {"auc": "AUC", "accuracy": "test accuracy"}.get(key, key.replace("_", " "))
+
+
+def privacy_utility(points: dict, *, x: str = "accuracy", y: str = "tpr@0.001", ax=None, chance="auto",
+                    logy: bool | None = None, xlabel: str | None = None, ylabel: str | None = None,
+                    title: str | None = None):
+    """Privacy against utility: one point per label, with error bars.
+
+    ``points`` maps a label to a dict holding ``x`` and ``y`` (e.g. a
+    :func:`dcprivacy.metrics.summary` with ``accuracy`` added); ``<key>_ci`` = (low, high) or
+    ``<key>_std`` gives a key's error bar. ``chance``: a y value drawn as a dotted line ("auto":
+    0.5 for AUC and balanced accuracy, the FPR itself for ``tpr@<fpr>``; None: no line). ``logy``
+    defaults to log for ``tpr@…``, where attacks differ by orders of magnitude."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 4))
+    logy = y.startswith("tpr@") if logy is None else logy
+    for label, point in points.items():
+        xv, xerr = _value_err(point, x)
+        yv, yerr = _value_err(point, y)
+        ax.errorbar([xv], [max(yv, 1e-6) if logy else yv], xerr=xerr, yerr=yerr, marker="o", capsize=3,
+                    ls="none", label=label)
+    line = _chance(y) if chance == "auto" else chance
+    if line is not None:
+        ax.axhline(line, ls=":", color="gray", label="chance")
+    if logy:
+        ax.set_yscale("log")
+    ax.set(xlabel=xlabel or _metric_label(x), ylabel=ylabel or _metric_label(y))
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def score_distributions(in_scores, out_scores, *, target: float | None = None, ax=None, bins: int = 30,
+                        fit: bool = True, title: str | None = None, xlabel: str = "logit-scaled confidence φ"):
+    """LiRA for one example: histograms of its scores on shadow models trained with it (IN) and
+    without it (OUT), the Gaussians fitted to each (median, std, as :func:`dcprivacy.mia.lira` does)
+    and, when given, the target model's score as a vertical line."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.5))
+    groups = {"IN": np.asarray(in_scores, float).ravel(), "OUT": np.asarray(out_scores, float).ravel()}
+    lo = min(g.min() for g in groups.values() if g.size)
+    hi = max(g.max() for g in groups.values() if g.size)
+    edges = np.linspace(lo, hi, bins + 1) if hi > lo else bins
+    grid = np.linspace(lo - 0.1 * (hi - lo + 1), hi + 0.1 * (hi - lo + 1), 300)
+    for (name, v), color in zip(groups.items(), ("C3", "C0")):
+        if not v.size:
+            continue
+        ax.hist(v, bins=edges, density=True, alpha=0.4, color=color, label=f"{name} ({v.size} models)")
+        if fit and v.size >= 2 and v.std() > 0:
+            mu, sd = np.median(v), v.std()
+            ax.plot(grid, np.exp(-0.5 * ((grid - mu) / sd) ** 2) / (sd * np.sqrt(2 * np.pi)), color=color)
+    if target is not None:
+        ax.axvline(float(target), color="black", ls="--", label="target")
+    ax.set(xlabel=xlabel, ylabel="density")
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    return ax

@@ -195,7 +195,7 @@ def _train_stacked(factory, x, y, seeds, members, config: TrainConfig, aug_seed:
             xb, yb = x[idx], y[idx]
             if groups:
                 t = sample_transforms(N * b, config.augment, tuple(x.shape[-2:]), generator=aug_gen,
-                                      device=device, same_group=False)
+                                      device=device, share=b)  # one group per model and batch
                 xb = apply_transforms(xb.flatten(0, 1), t).view_as(xb)
             loss = batched_loss(params, ens.buffers, xb, yb, w)
             grads = torch.autograd.grad(loss.sum(), list(params.values()))

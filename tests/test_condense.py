@@ -1,0 +1,162 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dcprivacy import condense as C
+from dcprivacy.augment import DEFAULT_STRATEGY, apply_transforms, sample_transforms
+from dcprivacy.nets import make_net
+
+
+def _data(per_class=12, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(classes).repeat_interleave(per_class)
+    x = torch.randn(len(y), 1, 28, 28, generator=g) + y.view(-1, 1, 1, 1).float()
+    return x, y
+
+
+def test_one_pass_dm_loss_equals_the_per_class_loop():
+    net = make_net("convnet", width=8, num_classes=3, seed=0)
+    g = torch.Generator().manual_seed(1)
+    real = torch.randn(3, 6, 1, 28, 28, generator=g)
+    syn = torch.randn(1, 3, 2, 1, 28, 28, generator=g, requires_grad=True)
+    t = sample_transforms(3, DEFAULT_STRATEGY, (28, 28), generator=g)
+    loss = C.dm_loss(net.embed, real, torch.ones(1, 3, 6), syn, transforms=t)
+    (grad_one,) = torch.autograd.grad(loss, syn)
+    ref = 0
+    for c in range(3):  # the reference's structure: one class at a time
+        idx = torch.full((6,), c)
+        er = net.embed(apply_transforms(real[c], t, idx)).mean(0)
+        es = net.embed(apply_transforms(syn[0, c], t, idx[:2])).mean(0)
+        ref = ref + ((er - es) ** 2).sum()
+    (grad_ref,) = torch.autograd.grad(ref, syn)
+    assert torch.allclose(loss, ref, rtol=1e-5)
+    assert torch.allclose(grad_one, grad_ref, rtol=1e-4, atol=1e-7)
+
+
+def _reference_distance(gr, gs):
+    """The reference's distance_wb, written out per layer."""
+    shape = gr.shape
+    if len(shape) == 1:
+        return torch.tensor(0.0)
+    if len(shape) == 4:
+        gr, gs = gr.reshape(shape[0], -1), gs.reshape(shape[0], -1)
+    return torch.sum(1 - torch.sum(gr * gs, -1) / (gr.norm(dim=-1) * gs.norm(dim=-1) + 1e-6))
+
+
+def test_vectorized_gradient_matching_equals_the_per_class_loop():
+    net = make_net("convnet", width=8, num_classes=3, seed=0)
+    g = torch.Generator().manual_seed(2)
+    xr = torch.randn(3, 5, 1, 28, 28, generator=g)
+    xs = torch.randn(3, 2, 1, 28, 28, generator=g, requires_grad=True)
+    yr, ys = torch.arange(3).view(3, 1).expand(3, 5), torch.arange(3).view(3, 1).expand(3, 2)
+    loss = C.gradient_distance({k: v.detach() for k, v in C.class_gradients(net, xr, yr).items()},
+                               C.class_gradients(net, xs, ys))
+    (grad_one,) = torch.autograd.grad(loss, xs)
+    params = list(net.parameters())
+    ref = 0
+    for c in range(3):
+        gw_real = torch.autograd.grad(F.cross_entropy(net(xr[c]), yr[c]), params)
+        gw_syn = torch.autograd.grad(F.cross_entropy(net(xs[c]), ys[c]), params, create_graph=True)
+        ref = ref + sum(_reference_distance(a.detach(), b) for a, b in zip(gw_real, gw_syn))
+    (grad_ref,) = torch.autograd.grad(ref, xs)
+    assert torch.allclose(loss, ref, rtol=1e-5)
+    assert torch.allclose(grad_one, grad_ref, rtol=1e-3, atol=1e-6)
+
+
+def test_dm_records_its_init_images_and_is_deterministic():
+    x, y = _data()
+    dataset_idx = torch.arange(100, 100 + len(y))
+    kw = dict(ipc=2, iterations=5, batch_real=4, width=8, indices=dataset_idx, snapshots=(0, 5))
+    a = C.distribution_matching(x, y, **kw)
+    b = C.distribution_matching(x, y, **kw)
+    assert torch.equal(a.images, b.images) and torch.equal(a.init_indices, b.init_indices)
+    assert a.labels.tolist() == [0, 0, 1, 1, 2, 2] and a.ipc == 2 and a.real_init
+    assert torch.equal(a.history["snapshots"][0], x[a.init_indices - 100])  # iteration 0 = the real images
+    assert not torch.equal(a.images, a.history["snapshots"][0])
+    assert torch.equal(a.history["snapshots"][5], a.images)
+    assert (y[a.init_indices - 100] == a.labels).all()
+    assert a.history["loss"].shape == (5,) and torch.isfinite(a.history["loss"]).all()
+    noise = C.distribution_matching(x, y, ipc=2, iterations=2, init="noise", width=8)
+    assert noise.init_indices.numel() == 0 and not noise.real_init
+
+
+def test_dm_reduces_its_loss_over_iterations():
+    x, y = _data(40)
+    s = C.distribution_matching(x, y, ipc=2, iterations=60, batch_real=None, width=8, augment=None, init="noise")
+    loss = s.history["loss"]
+    assert loss[-10:].mean() < 0.5 * loss[:5].mean()
+
+
+def test_runs_with_shared_draws():
+    x, y = _data()
+    single = C.distribution_matching(x, y, ipc=2, iterations=3, batch_real=None, width=8)
+    runs = C.distribution_matching(x, y, ipc=2, iterations=3, batch_real=None, width=8,
+                                   members=torch.ones(2, len(y), dtype=torch.bool))
+    assert torch.allclose(runs[0].images, single.images, atol=1e-6) and torch.equal(runs[0].images, runs[1].images)
+    # T vs T' = T without one non-init image: same init, same draws, only the real means differ
+    init = single.init_indices
+    drop = next(i for i in range(len(y)) if i not in init.tolist())
+    members = torch.ones(2, len(y), dtype=torch.bool)
+    members[1, drop] = False
+    pair = C.distribution_matching(x, y, ipc=2, iterations=3, batch_real=None, width=8, init=init, members=members)
+    moved = (pair[0].images - pair[1].images).flatten(1).norm(dim=1)
+    cls = y[drop]
+    assert (moved[pair[0].labels != cls] == 0).all() and (moved[pair[0].labels == cls] > 0).all()
+
+
+def test_checkpoint_resume_equals_an_uninterrupted_run(tmp_path):
+    x, y = _data()
+    kw = dict(ipc=2, iterations=6, batch_real=4, width=8)
+    full = C.distribution_matching(x, y, **kw)
+
+    class Stop(Exception):
+        pass
+
+    def stop(it, images, loss):
+        raise Stop
+
+    ckpt = tmp_path / "dm.pt"
+    with pytest.raises(Stop):
+        C.distribution_matching(x, y, checkpoint=ckpt, checkpoint_every=3, callback=stop, callback_every=3, **kw)
+    resumed = C.distribution_matching(x, y, checkpoint=ckpt, checkpoint_every=3, **kw)
+    assert torch.allclose(resumed.images, full.images, atol=1e-6)
+    with pytest.raises(ValueError, match="different configuration"):
+        C.distribution_matching(x, y, checkpoint=ckpt, ipc=2, iterations=7, batch_real=4, width=8)
+
+
+@pytest.mark.parametrize("augment", [None, DEFAULT_STRATEGY])
+def test_gradient_matching_runs_and_records(augment):
+    x, y = _data()
+    s = C.gradient_matching(x, y, ipc=2, iterations=3, loops=(2, 2), batch_real=4, width=8, augment=augment)
+    assert s.method == ("dc" if augment is None else "dsa")
+    assert s.real_init == (augment is not None)  # the reference: noise for DC, real for DSA
+    assert s.images.shape == (6, 1, 28, 28) and torch.isfinite(s.images).all()
+    assert s.history["loss"].shape == (3,)
+
+
+def test_default_loops_and_bad_arguments():
+    assert C.default_loops(1) == (1, 1) and C.default_loops(10) == (10, 50) and C.default_loops(50) == (50, 10)
+    with pytest.raises(ValueError, match="pass loops"):
+        C.default_loops(7)
+    x, y = _data()
+    with pytest.raises(ValueError, match="allowed values are real, noise"):
+        C.distribution_matching(x, y, init="zeros", iterations=1, width=8)
+    with pytest.raises(ValueError, match="fewer than ipc"):
+        C.distribution_matching(x, y, ipc=20, iterations=1, width=8)
+    with pytest.raises(ValueError, match="unknown group"):
+        C.distribution_matching(x, y, augment="blur", iterations=1, width=8)
+
+
+def test_synthetic_set_round_trips(tmp_path):
+    x, y = _data()
+    s = C.random_real_subset(x, y, 2, seed=1)
+    assert torch.equal(s.images, x[s.init_indices])
+    t = C.SyntheticSet.load(s.save(tmp_path / "s.pt"))
+    assert torch.equal(t.images, s.images) and t.method == "real-subset"
+
+
+def test_evaluate_synthetic_trains_and_reports():
+    x, y = _data(30)
+    s = C.random_real_subset(x, y, 5)
+    r = C.evaluate_synthetic(s, x, y, models=2, epochs=20, width=8)
+    assert r["augment"] == DEFAULT_STRATEGY and len(r["accuracies"]) == 2 and r["accuracy_mean"] > 0.5
