@@ -185,3 +185,34 @@ def bench_condense(*, width: int = 128, ipc: int = 10, batch_real: int = 256, it
             result[f"{name}_s"] = round(t / iterations, 4)
         result["dc_speedup_over_per_class_loop"] = round(result["dc_step_per_class_loop_s"] / result["dc_step_vectorized_s"], 3)
     return result
+
+
+def bench_shadows(*, models: int = 16, width: int = 16, epochs: int = 3, pool: int = 1000, device=None,
+                  seed: int = 0) -> dict:
+    """Shadow models for LiRA: K ConvNets on their own random halves of a pool, trained stacked (one
+    chunk) vs one after another, then scored on the whole pool — the same work both ways."""
+    from .data import class_balanced_subset, load_dataset
+    from .mia import membership_masks, scores_from_models
+    from .nets import net_factory
+    from .train import TrainConfig, train_models
+
+    device = torch.device(device) if device is not None else default_device()
+    ds = load_dataset("fashionmnist")
+    idx = class_balanced_subset(ds.train_y, pool // ds.num_classes, seed=seed)
+    x, y = ds.train_x[idx].to(device), ds.train_y[idx].to(device)
+    masks = membership_masks(models, len(idx), seed=seed).to(device)
+    factory = net_factory("convnet", width=width)
+    cfg = TrainConfig(epochs=epochs)
+
+    def work(chunk):
+        ens = train_models(factory, x, y, seeds=range(models), members=masks, config=cfg, chunk=chunk,
+                           device=device, desc=f"chunk {chunk}")
+        return scores_from_models(ens, x, y)
+
+    work(models), work(1)  # warm-up
+    t_vec, s_vec = timed(lambda: work(models), device)
+    t_loop, s_loop = timed(lambda: work(1), device)
+    return {"benchmark": "shadows", "device": str(device), "models": models, "width": width, "pool": len(idx),
+            "epochs": epochs, "vectorized_s": round(t_vec, 3), "one_after_another_s": round(t_loop, 3),
+            "speedup": round(t_loop / t_vec, 3),
+            "max_score_difference": float((s_vec - s_loop).abs().max())}

@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 SUBCOMMANDS: dict[str, tuple[str, callable, callable]] = {}
 
 
@@ -59,6 +61,195 @@ def _profile(args) -> int:
     from .config import get_profile, profile_name
     prof = get_profile(args.name)
     print(json.dumps({"active": profile_name(), **prof.as_dict()}, indent=2))
+    return 0
+
+
+# --- condensation ----------------------------------------------------------------------------------
+
+def _condense_args(p: argparse.ArgumentParser):
+    p.add_argument("--dataset", choices=("fashionmnist", "cifar10"), default="fashionmnist")
+    p.add_argument("--method", choices=("dm", "dc", "dsa"), required=True)
+    p.add_argument("--ipc", type=int, default=10, help="synthetic images per class")
+    p.add_argument("--iterations", type=int, default=None, help="default: the active profile's")
+    p.add_argument("--init", choices=("real", "noise"), default=None, help="default: the method's own")
+    p.add_argument("--width", type=int, default=None, help="ConvNet width (default: the profile's)")
+    p.add_argument("--per-class-pool", type=int, default=None,
+                   help="condense from this many real images per class (0: all; default: the profile's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--checkpoint", default=None, help="resume from / save to this file")
+    p.add_argument("--evaluate", type=int, default=0, metavar="MODELS",
+                   help="also train this many ConvNets on the result and report test accuracy")
+    p.add_argument("--out", required=True, help="where to save the synthetic set (.pt); a .json with "
+                   "provenance is written beside it")
+
+
+@subcommand("condense", "condense a dataset with DM, DC or DSA; save the synthetic set and a JSON record")(_condense_args)
+def _condense(args) -> int:
+    from . import condense as C
+    from .config import default_device, get_profile
+    from .data import class_balanced_subset, load_dataset
+    started = time.time()
+    prof = get_profile().condense
+    device = args.device or default_device()
+    ds = load_dataset(args.dataset)
+    pool = prof.per_class_pool if args.per_class_pool is None else args.per_class_pool
+    idx = class_balanced_subset(ds.train_y, pool, seed=args.seed) if pool else torch.arange(len(ds.train_y))
+    x, y = ds.train_x[idx].to(device), ds.train_y[idx].to(device)
+    width = args.width or prof.width
+    common = dict(ipc=args.ipc, width=width, seed=args.seed, indices=idx, device=device,
+                  checkpoint=args.checkpoint, batch_real=prof.batch_real)
+    if args.init:
+        common["init"] = args.init
+    if args.method == "dm":
+        syn = C.distribution_matching(x, y, iterations=args.iterations or prof.dm_iterations, **common)
+    else:
+        loops = prof.dc_loops if prof.dc_loops is not None else None
+        syn = C.gradient_matching(x, y, iterations=args.iterations or prof.dc_iterations, loops=loops,
+                                  augment=C.DEFAULT_STRATEGY if args.method == "dsa" else None, **common)
+    out = Path(args.out)
+    syn.save(out)
+    result = {"kind": "condense", "dataset": args.dataset, "method": syn.method, "ipc": args.ipc,
+              "synthetic_set": str(out), "seconds": syn.history["seconds"],
+              "seconds_per_iteration": syn.history["seconds"] / max(1, syn.config["iterations"]),
+              "config": syn.config, "final_loss": float(syn.history["loss"][-1]) if len(syn.history["loss"]) else None}
+    if args.evaluate:
+        result["evaluation"] = C.evaluate_synthetic(syn, ds.test_x, ds.test_y, models=args.evaluate, width=width,
+                                                    seed=args.seed, device=device)
+    _emit(result, str(out.with_suffix(".json")), seed=args.seed, config=vars(args), started=started, device=device)
+    return 0
+
+
+def _evaluate_args(p: argparse.ArgumentParser):
+    p.add_argument("synthetic", help="a synthetic set saved by `condense` (.pt)")
+    p.add_argument("--dataset", choices=("fashionmnist", "cifar10"), default="fashionmnist")
+    p.add_argument("--models", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=None, help="default: 300 for DC, 1000 with augmentation")
+    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", default=None, help="write the result as JSON with provenance here")
+
+
+@subcommand("evaluate", "train ConvNets on a saved synthetic set with the literature's protocol")(_evaluate_args)
+def _evaluate(args) -> int:
+    from .condense import SyntheticSet, evaluate_synthetic
+    from .config import default_device
+    from .data import load_dataset
+    started = time.time()
+    syn = SyntheticSet.load(args.synthetic)
+    ds = load_dataset(args.dataset)
+    device = args.device or default_device()
+    result = {"kind": "evaluate", "dataset": args.dataset, "method": syn.method, "ipc": syn.ipc,
+              "synthetic_set": args.synthetic, "condense_config": syn.config,
+              **evaluate_synthetic(syn, ds.test_x, ds.test_y, models=args.models, epochs=args.epochs,
+                                   width=args.width, seed=args.seed, device=device)}
+    _emit(result, args.out, seed=args.seed, config=vars(args), started=started, device=device)
+    return 0
+
+
+# --- membership inference ------------------------------------------------------------------------
+
+def _attack_args(p: argparse.ArgumentParser):
+    p.add_argument("--pipeline", required=True, choices=("real", "subset", "dm", "dm-noise", "dc", "dsa"))
+    p.add_argument("--dataset", choices=("fashionmnist", "cifar10"), default="fashionmnist")
+    p.add_argument("--runs", type=int, default=None, help="K models (even; default: the profile's)")
+    p.add_argument("--pool", type=int, default=None, help="pool size (default: the profile's)")
+    p.add_argument("--shard", default="0/1", help="i/N: run the i-th of N slices of the K runs (merge with attack-merge)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", required=True, help="a folder for scores, masks and metrics")
+
+
+def _shard(text: str, runs: int) -> tuple[int, int, list[int]]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise SystemExit(f"--shard {text!r}: expected i/N with 0 ≤ i < N, e.g. 0/4")
+    if not (0 <= i < n <= runs):
+        raise SystemExit(f"--shard {text!r}: need 0 ≤ i < N ≤ runs ({runs})")
+    return i, n, list(range(i * runs // n, (i + 1) * runs // n))
+
+
+def _attack_report(runs, masks, y, cfg, seed) -> dict:
+    from .pipelines import ATTACKS, attack, group_summary
+    out = {"test_accuracy_mean": runs.test_accuracy.mean().item(), "test_accuracy_std": runs.test_accuracy.std().item(),
+           "train_size_mean": runs.train_size.float().mean().item(), "attacks": {}}
+    members = masks[runs.runs]
+    for name in ATTACKS:
+        res = attack(runs, masks, y, name)
+        entry = {"all": group_summary(res, bootstrap=cfg.bootstrap, seed=seed)}
+        if runs.init_mask.any():
+            entry["init_members"] = group_summary(res, runs.init_mask, bootstrap=cfg.bootstrap, seed=seed)
+            entry["other_members"] = group_summary(res, members & ~runs.init_mask, bootstrap=cfg.bootstrap, seed=seed)
+        out["attacks"][name] = entry
+    return out
+
+
+@subcommand("attack", "train K models of one pipeline on LiRA masks and attack them (or one shard of the K)")(_attack_args)
+def _attack(args) -> int:
+    from dataclasses import replace
+
+    from .config import default_device, get_profile
+    from .data import class_balanced_subset, load_dataset
+    from .mia import membership_masks
+    from .pipelines import run_pipeline
+    started = time.time()
+    cfg = get_profile().mia
+    cfg = replace(cfg, **{k: v for k, v in dict(runs=args.runs, pool=args.pool).items() if v is not None})
+    if cfg.runs % 2 or cfg.runs < 4:
+        raise SystemExit(f"--runs {cfg.runs}: need an even number ≥ 4 (each example is IN for half the runs)")
+    i, n, shard_runs = _shard(args.shard, cfg.runs)
+    device = args.device or default_device()
+    ds = load_dataset(args.dataset)
+    pool_idx = class_balanced_subset(ds.train_y, cfg.pool // ds.num_classes, seed=args.seed)
+    masks = membership_masks(cfg.runs, len(pool_idx), seed=args.seed)
+    runs = run_pipeline(args.pipeline, ds.train_x[pool_idx].to(device), ds.train_y[pool_idx].to(device), masks,
+                        ds.test_x, ds.test_y, cfg=cfg, runs=shard_runs, seed=args.seed, device=device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{args.pipeline}-shard-{i}-of-{n}"
+    torch.save({"runs": runs, "masks": masks, "pool_idx": pool_idx, "pool_y": ds.train_y[pool_idx]}, out / f"{stem}.pt")
+    result = {"kind": "attack-shard", "pipeline": args.pipeline, "dataset": args.dataset, "shard": [i, n],
+              "runs": shard_runs, "seconds": runs.seconds, "test_accuracy": runs.test_accuracy.tolist()}
+    if n == 1:
+        result = {"kind": "attack", "pipeline": args.pipeline, "dataset": args.dataset, "runs": cfg.runs,
+                  "pool": cfg.pool, **_attack_report(runs, masks, ds.train_y[pool_idx], cfg, args.seed)}
+        stem = args.pipeline
+    _emit(result, str(out / f"{stem}.json"), seed=args.seed, config={"args": vars(args), "mia": cfg},
+          started=started, device=device)
+    return 0
+
+
+def _merge_args(p: argparse.ArgumentParser):
+    p.add_argument("folder", help="the --out folder of the shards")
+    p.add_argument("--pipeline", required=True)
+    p.add_argument("--seed", type=int, default=0)
+
+
+@subcommand("attack-merge", "merge the shards of an attack and compute its metrics")(_merge_args)
+def _attack_merge(args) -> int:
+    from dataclasses import replace
+
+    from .config import MIA
+    from .pipelines import PipelineRuns
+    started = time.time()
+    folder = Path(args.folder)
+    files = sorted(folder.glob(f"{args.pipeline}-shard-*-of-*.pt"))
+    if not files:
+        raise SystemExit(f"no shards of {args.pipeline} in {folder} (expected {args.pipeline}-shard-i-of-N.pt)")
+    parts = [torch.load(f, map_location="cpu", weights_only=False) for f in files]
+    n = {int(f.stem.rsplit("-of-", 1)[1]) for f in files}
+    masks = parts[0]["masks"]
+    runs = PipelineRuns.merge([p["runs"] for p in parts])
+    if len(n) != 1 or sorted(runs.runs) != list(range(masks.shape[0])):
+        raise SystemExit(f"shards of {args.pipeline} cover runs {sorted(runs.runs)} of {masks.shape[0]}: "
+                         f"run the missing ones first")
+    cfg = replace(MIA(), **{k: v for k, v in runs.config.items() if k in MIA.__dataclass_fields__})
+    result = {"kind": "attack", "pipeline": args.pipeline, "runs": masks.shape[0], "pool": masks.shape[1],
+              "merged_from": [f.name for f in files],
+              **_attack_report(runs, masks, parts[0]["pool_y"], cfg, args.seed)}
+    _emit(result, str(folder / f"{args.pipeline}.json"), seed=args.seed, config={"mia": cfg}, started=started)
     return 0
 
 

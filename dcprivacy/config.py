@@ -26,13 +26,20 @@ class Tour:
 
 @dataclass(frozen=True)
 class Theory:
-    """Chapter 2: linear distribution matching on flattened FashionMNIST."""
-    n_grid: tuple[int, ...] = (250, 500, 1000, 2000, 4000)  # real samples per class
+    """Chapter 2: linear distribution matching on flattened FashionMNIST, and a model trained with noise."""
+    n_grid: tuple[int, ...] = (375, 750, 1500, 3000, 6000)  # real samples per class (6000: all of them)
     m_grid: tuple[int, ...] = (1, 2, 4, 8, 16, 32)  # synthetic samples per class
-    removals: int = 20  # random non-init samples removed per grid point
+    removals: int = 10  # random non-initialisers removed, per class and grid point
+    ipc: int = 10  # m of the single-size experiments (convergence, initialisers, ε)
     k: int = 64  # rows of the random linear extractor
-    iterations: int = 2000  # of the iterative linear DM loop
-    lr: float = 0.1
+    iterations: int = 300  # of the iterative linear DM loop
+    lr: float = 1.0  # dimensionless step of linear DM (converges below ≈2, fastest near 1)
+    validate: int = 3  # removals per class re-run through the iterative loop
+    beta: float = 1.0  # inverse temperature of the noisy model
+    tau: float = 10.0  # prior standard deviation of the noisy model
+    langevin_steps: int = 300  # at langevin's default step 0.05/λ: burn-in error 0.95^300 ≈ 2e-7
+    chains: int = 32  # independent Langevin runs
+    delta: float = 1e-5
 
 
 @dataclass(frozen=True)
@@ -40,7 +47,7 @@ class Condense:
     """Chapter 3: DM, DC and DSA on FashionMNIST, and their evaluation."""
     per_class_pool: int = 500  # real images per class to condense from (0: the full training set)
     ipc: tuple[int, ...] = (1, 10)
-    width: int = 32
+    width: int = 16
     depth: int = 3
     batch_real: int = 64
     dm_iterations: int = 300
@@ -49,21 +56,26 @@ class Condense:
     eval_models: int = 3
     eval_epochs_dm: int = 150  # DM/DSA: trained with augmentation
     eval_epochs_dc: int = 150
+    eval_epochs_whole: int = 30  # the reference point: ConvNets trained on the whole pool
     snapshots: tuple[int, ...] = (0, 50, 300)
+    margin: float = 0.01  # DM and DC at 10 images per class must beat random real images by this much
 
 
 @dataclass(frozen=True)
 class MIA:
-    """Chapters 4–5: membership inference against the pipelines."""
-    pool: int = 2000  # examples in the attack pool (half IN per run)
+    """Chapters 4–5: membership inference against the pipelines (see dcprivacy.pipelines)."""
+    pool: int = 1000  # examples in the attack pool, class-balanced; each run trains on a random half
     runs: int = 16  # K: models per pipeline (each the target once, the others its shadows)
-    epochs: int = 30  # training epochs of the models under attack
-    width: int = 32
+    epochs: int = 20  # training epochs on the IN half (pipeline "real")
+    epochs_small: int = 100  # training epochs on small sets (subset, synthetic)
+    width: int = 16
     ipc: int = 10
-    dm_iterations: int = 200
-    batch_real: int = 64
+    dm_iterations: int = 100
+    batch_real: int = 32
     dc_iterations: int = 10
-    pipelines: tuple[str, ...] = ("real", "subset", "dm", "dm-noise", "dsa")
+    dc_loops: tuple[int, int] | None = (5, 5)
+    train_augment: bool = True  # every pipeline trains with DSA augmentation (one recipe for all)
+    pipelines: tuple[str, ...] = ("real", "subset", "dm", "dm-noise")
     bootstrap: int = 200
 
 
@@ -91,15 +103,21 @@ class Visual:
 
 @dataclass(frozen=True)
 class DP:
-    """Chapter 8: differentially private DM against DP-SGD."""
+    """Chapter 8: differentially private DM against DP-SGD (see dcprivacy.dp)."""
     epsilons: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
     delta: float = 1e-5
-    per_class_pool: int = 300
+    accountant: str = "prv"  # "prv" (tight) or "rdp" (an upper bound)
+    per_class_pool: int = 300  # real images per class (0: all); this public size divides DP-DM's noisy sums
     ipc: int = 10
-    iterations: int = 200
-    sample_rate: float = 0.1
-    clip: float = 1.0
+    width: int = 16  # ConvNet width: DP-DM's random networks and DP-SGD's models (noise grows with √width)
+    iterations: int = 200  # DP-DM iterations = Gaussian releases
+    sample_rate: float = 0.05  # Poisson rate q of DP-DM (≈ 15 real images per class and iteration here)
+    clip: float = 1.0  # L2 bound of each real embedding (DP-DM) and per-example gradient (DP-SGD)
+    lr_img: float = 1000.0  # clipped embeddings make DM's loss tiny: 300–3000 all worked at ε = 1 … ∞
+    momentum: float = 0.5
     dpsgd_epochs: int = 5
+    dpsgd_sample_rate: float = 0.05
+    dpsgd_lr: float = 0.25  # SGD, momentum 0.9 (0.1–0.5 within 5 points at ε = 1 and 8)
     eval_epochs: int = 100
     attack_runs: int = 16
     attack_pool: int = 1000
@@ -127,37 +145,39 @@ PROFILES: dict[str, Profile] = {
     "standard": Profile(
         "standard", "one Colab-class GPU (T4, 16 GB): each chapter in at most 20 minutes",
         tour=Tour(per_class=(1, 10, 50, 100, 500), models=8, epochs=300, width=128),
-        theory=Theory(n_grid=(250, 500, 1000, 2000, 4000, 6000), m_grid=(1, 2, 4, 8, 16, 32, 64),
-                      removals=50, k=256, iterations=5000),
+        theory=Theory(n_grid=(187, 375, 750, 1500, 3000, 6000), m_grid=(1, 2, 4, 8, 16, 32, 64),
+                      removals=50, k=256, iterations=1000, validate=10, langevin_steps=2000, chains=256),
         condense=Condense(per_class_pool=0, ipc=(1, 10, 50), width=128, batch_real=256,
                           dm_iterations=2000, dc_iterations=200, dc_loops=None, eval_models=5,
                           eval_epochs_dm=1000, eval_epochs_dc=300, snapshots=(0, 100, 500, 2000)),
-        mia=MIA(pool=10000, runs=32, epochs=60, width=64, dm_iterations=1000, batch_real=128,
-                dc_iterations=100, bootstrap=500),
+        mia=MIA(pool=10000, runs=32, epochs=60, epochs_small=300, width=64, dm_iterations=1000, batch_real=128,
+                dc_iterations=100, pipelines=("real", "subset", "dm", "dm-noise", "dc", "dsa"), bootstrap=500),
         nonlinear=Nonlinear(n_grid=(100, 200, 400, 800, 1600, 3200), m_grid=(1, 4, 16, 64),
                             widths=(32, 128, 512), depths=(1, 2, 3), repeats=8, iterations=500,
                             train_seeds=64),
         visual=Visual(per_class_pool=0, dm_iterations=2000, dc_iterations=200, snapshots=(0, 200, 1000, 2000)),
-        dp=DP(per_class_pool=0, iterations=2000, sample_rate=0.02, dpsgd_epochs=20, eval_epochs=300,
-              attack_runs=32, attack_pool=5000),
+        dp=DP(per_class_pool=0, width=32, iterations=2000, sample_rate=0.02, dpsgd_epochs=20,
+              dpsgd_sample_rate=0.02, eval_epochs=300, attack_runs=32, attack_pool=5000),
     ),
     "paper": Profile(
         "paper", "the papers' sizes: a large GPU and hours",
         tour=Tour(per_class=(1, 10, 50, 100, 500, 1000, 6000), models=10, epochs=300, width=128),
-        theory=Theory(n_grid=(250, 500, 1000, 2000, 4000, 6000), m_grid=(1, 2, 4, 8, 16, 32, 64, 128),
-                      removals=200, k=2048, iterations=20000),
+        theory=Theory(n_grid=(375, 750, 1500, 3000, 6000), m_grid=(1, 2, 4, 8, 16, 32, 64, 128),
+                      removals=100, ipc=50, k=2048, iterations=20000, validate=20, langevin_steps=5000,
+                      chains=1024),
         condense=Condense(per_class_pool=0, ipc=(1, 10, 50), width=128, batch_real=256,
                           dm_iterations=20000, dc_iterations=1000, dc_loops=None, eval_models=20,
                           eval_epochs_dm=1000, eval_epochs_dc=300, snapshots=(0, 1000, 5000, 20000)),
-        mia=MIA(pool=60000, runs=64, epochs=100, width=128, ipc=50, dm_iterations=20000, batch_real=256,
-                dc_iterations=1000, bootstrap=1000),
+        mia=MIA(pool=60000, runs=64, epochs=100, epochs_small=1000, width=128, ipc=50, dm_iterations=20000,
+                batch_real=256, dc_iterations=1000, dc_loops=None,
+                pipelines=("real", "subset", "dm", "dm-noise", "dc", "dsa"), bootstrap=1000),
         nonlinear=Nonlinear(n_grid=(100, 200, 400, 800, 1600, 3200, 6000), m_grid=(1, 4, 16, 64),
                             widths=(32, 128, 512, 2048), depths=(1, 2, 3, 4), repeats=16,
                             iterations=2000, train_seeds=256),
         visual=Visual(per_class_pool=0, dm_iterations=20000, dc_iterations=1000,
                       snapshots=(0, 1000, 5000, 20000)),
-        dp=DP(per_class_pool=0, iterations=10000, sample_rate=0.01, dpsgd_epochs=50, eval_epochs=1000,
-              attack_runs=64, attack_pool=20000),
+        dp=DP(per_class_pool=0, width=128, iterations=10000, sample_rate=0.01, dpsgd_epochs=50,
+              dpsgd_sample_rate=0.01, eval_epochs=1000, attack_runs=64, attack_pool=20000),
     ),
 }
 

@@ -97,3 +97,9 @@ def write_json(path: str | Path, result: dict, **prov) -> Path:
 
 def read_json(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def results_dir() -> Path:
+    """Where full-scale results live: ``$DCPRIVACY_RESULTS``, else ``results/`` beside the package."""
+    env = os.environ.get("DCPRIVACY_RESULTS")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "results"

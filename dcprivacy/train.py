@@ -163,6 +163,7 @@ def _train_stacked(factory, x, y, seeds, members, config: TrainConfig, aug_seed:
     b = min(B, n_max)
     steps = math.ceil(n_max / B)
     sizes_t = torch.tensor(sizes, device=device)
+    owned = [row.nonzero().flatten() for row in members]  # each model's training rows
 
     ens = Ensemble.stack([factory(int(s)).to(device) for s in seeds])
     params = {k: v.clone().requires_grad_(True) for k, v in ens.params.items()}
@@ -186,11 +187,12 @@ def _train_stacked(factory, x, y, seeds, members, config: TrainConfig, aug_seed:
 
     for epoch in range(config.epochs):
         lr = config.lr * (0.1 if epoch >= decay_epoch else 1.0)
-        keys = torch.stack([torch.rand(P, generator=g, device=device) for g in gens])
-        order = keys.masked_fill(~members, 2.0).argsort(dim=1)  # members first, in random order
+        # each model shuffles its own members: the order depends on its seed and its set alone
+        order = torch.stack([torch.nn.functional.pad(own[torch.randperm(len(own), generator=g, device=device)],
+                                                     (0, n_max - len(own))) for own, g in zip(owned, gens)])
         for s in range(steps):
             slot = s * B + pos  # positions of this batch in each model's order
-            idx = order.gather(1, slot.clamp_max(P - 1).expand(N, b))
+            idx = order.gather(1, slot.clamp_max(n_max - 1).expand(N, b))
             w = (slot.unsqueeze(0) < sizes_t.unsqueeze(1)).to(x.dtype)  # [N, b]
             xb, yb = x[idx], y[idx]
             if groups:

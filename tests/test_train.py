@@ -21,7 +21,8 @@ def _reference(factory, x, y, seed, member, cfg):
     for epoch in range(cfg.epochs):
         for group in opt.param_groups:
             group["lr"] = cfg.lr * (0.1 if epoch >= int(cfg.epochs * cfg.decay_at) else 1.0)
-        order = torch.rand(len(x), generator=gen).masked_fill(~member, 2.0).argsort()[:n]
+        own = member.nonzero().flatten()
+        order = own[torch.randperm(n, generator=gen)]
         for s in range(0, n, cfg.batch_size):
             idx = order[s:s + cfg.batch_size]
             opt.zero_grad()

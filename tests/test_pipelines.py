@@ -1,0 +1,95 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dcprivacy import pipelines as P
+from dcprivacy.config import MIA
+from dcprivacy.mia import membership_masks
+
+CFG = MIA(pool=120, runs=4, epochs=1, epochs_small=2, width=4, ipc=2, dm_iterations=2, batch_real=4,
+          dc_iterations=1, dc_loops=(1, 1), bootstrap=0)
+
+
+@pytest.fixture(scope="module")
+def pool(fashion):
+    from dcprivacy.data import class_balanced_subset
+    idx = class_balanced_subset(fashion.train_y, 12, seed=0)
+    return fashion.train_x[idx], fashion.train_y[idx], fashion.test_x[:50], fashion.test_y[:50]
+
+
+@pytest.mark.parametrize("name", P.PIPELINES)
+def test_every_pipeline_produces_scores_for_every_run(pool, name):
+    x, y, tx, ty = pool
+    masks = membership_masks(4, len(y), seed=0)
+    r = P.run_pipeline(name, x, y, masks, tx, ty, cfg=CFG)
+    assert r.scores.shape == (4, 120, 2) and r.scores.dtype == torch.float64 and torch.isfinite(r.scores).all()
+    assert r.logits.shape == (4, 120, 10) and r.test_accuracy.shape == (4,)
+    assert (r.init_mask <= masks).all(), "only members can initialise a synthetic image"
+    if name in ("dm", "dsa"):  # real initialisation: ipc images per class, recorded per run
+        assert (r.init_mask.sum(1) == 2 * 10).all()
+        assert (r.train_size == 20).all()
+    else:
+        assert not r.init_mask.any()
+    if name == "real":
+        assert torch.equal(r.train_size, masks.sum(1))
+    res = P.attack(r, masks, y, "lira-online-fixed")
+    assert res.scores.shape == (4 * 120,)
+
+
+def test_subset_is_class_balanced_and_inside_the_members():
+    y = torch.arange(10).repeat(20)
+    members = membership_masks(4, 200, seed=1)
+    sub = P._subset_mask(members, y, 3, seed=0)
+    assert (sub <= members).all()
+    for k in range(4):
+        assert torch.equal(torch.bincount(y[sub[k]], minlength=10), torch.full((10,), 3))
+
+
+def test_shards_merge_to_the_full_run(pool):
+    x, y, tx, ty = pool
+    masks = membership_masks(4, len(y), seed=0)
+    full = P.run_pipeline("dm", x, y, masks, tx, ty, cfg=CFG)
+    parts = [P.run_pipeline("dm", x, y, masks, tx, ty, cfg=CFG, runs=r) for r in ([2, 3], [0, 1])]
+    merged = P.PipelineRuns.merge(parts)
+    assert merged.runs == [0, 1, 2, 3]
+    assert torch.allclose(merged.scores, full.scores) and torch.equal(merged.init_mask, full.init_mask)
+    with pytest.raises(ValueError, match="overlap"):
+        P.PipelineRuns.merge([parts[0], parts[0]])
+
+
+def test_group_summary_splits_members(pool):
+    x, y, tx, ty = pool
+    masks = membership_masks(4, len(y), seed=0)
+    r = P.run_pipeline("dm", x, y, masks, tx, ty, cfg=CFG)
+    res = P.attack(r, masks, y, "loss")
+    init = P.group_summary(res, r.init_mask, bootstrap=0)
+    other = P.group_summary(res, masks & ~r.init_mask, bootstrap=0)
+    everyone = P.group_summary(res, bootstrap=0)
+    assert init["members"] == int(r.init_mask.sum()) and other["members"] + init["members"] == everyone["members"]
+    assert init["nonmembers"] == other["nonmembers"] == everyone["nonmembers"]
+
+
+def test_bad_pipeline_name(pool):
+    x, y, tx, ty = pool
+    with pytest.raises(ValueError, match="allowed values are real, subset"):
+        P.run_pipeline("gan", x, y, membership_masks(4, len(y)), tx, ty, cfg=CFG)
+
+
+def test_cli_attack_in_shards_then_merge(tmp_path):
+    env_args = ["--runs", "4", "--pool", "60"]
+    base = [sys.executable, "-m", "dcprivacy", "attack", "--pipeline", "subset", "--out", str(tmp_path), *env_args]
+    import os
+    env = dict(os.environ, DCPRIVACY_PROFILE="quick")
+    for shard in ("0/2", "1/2"):
+        out = subprocess.run(base + ["--shard", shard], capture_output=True, text=True, env=env, timeout=600)
+        assert out.returncode == 0, out.stderr
+    out = subprocess.run([sys.executable, "-m", "dcprivacy", "attack-merge", str(tmp_path), "--pipeline", "subset"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    import json
+    result = json.loads((tmp_path / "subset.json").read_text())
+    assert result["runs"] == 4 and "lira-online-fixed" in result["attacks"] and "provenance" in result
+    bad = subprocess.run(base + ["--shard", "5/2"], capture_output=True, text=True, env=env, timeout=600)
+    assert bad.returncode != 0 and "--shard" in bad.stderr
