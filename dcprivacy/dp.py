@@ -1,0 +1,355 @@
+"""Differential privacy for condensation: the Gaussian mechanism, accounting, DP-DM and DP-SGD.
+
+**Neighbouring datasets** differ by adding or removing one example — image *and* label. Every
+(ε, δ) in this module is with respect to that relation, for the real training pool. Public: the
+architecture and every random network drawn, the number of iterations, the sampling rate, the
+clipping norm, the number of classes and the declared class sizes below. Secret: the Poisson
+samples and the Gaussian noise. The runs here are reproducible by ``seed`` so that the book's
+numbers can be checked; the guarantee then holds only while the seed is kept secret (draw it with
+``secrets.randbits(62)`` for a real release; like Opacus without ``secure_mode``, nothing here is
+hardened against floating-point attacks on the noise sampler).
+
+**DP distribution matching** (:func:`dp_distribution_matching`) touches the private data in one
+place per iteration, :func:`noisy_class_sums`. Each iteration
+
+1. draws a fresh random ConvNet from a seed — data-independent;
+2. Poisson-samples the pool: each example independently with probability ``q``;
+3. embeds the sampled examples, clips each embedding to L2 norm ``C``, sums them per class and
+   adds N(0, σ²C²) noise to every coordinate of every class sum.
+
+One example lies in exactly one class, and its embedding is a function of that example alone (the
+ConvNet's instance norm takes statistics per image; batch norm would let one example move every
+embedding of its batch, and is refused; a siamese DSA draw is data-independent and picks the
+example's transformation by its own label). So adding or removing it changes one class sum by a
+vector of norm at most ``C``: the concatenated class sums [s_1, …, s_K] have L2 sensitivity ``C``, and
+step 3 is *one* Gaussian mechanism with noise multiplier σ, subsampled with rate ``q`` — the same
+mechanism as one step of DP-SGD. T iterations compose adaptively (what the synthetic images do with
+a release depends only on earlier releases), so the accountant is given ``(σ, q, T)``.
+Everything after the release is post-processing: the noisy sum is divided by ``q·n_c`` where
+``n_c`` is a *declared, public* class size (the pool's size by design, e.g. 300 per class or
+FashionMNIST's 6000), never the count of the sampled batch — that count is computed from the
+private data and would need its own share of the budget. The synthetic images start from Gaussian
+noise, never from real images.
+
+**Accounting** uses Opacus: the PRV accountant (the default; it returns the upper end of a
+numerical error interval of width 0.01 around the true ε) or RDP (an upper bound, looser).
+**DP-SGD** (:func:`dpsgd_train_models`) trains the same ConvNet with Opacus's ``PrivacyEngine`` as
+the baseline; it, too, divides its noisy gradient sum by a public constant (the expected batch size).
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .augment import apply_transforms, parse_strategy, sample_transforms
+from .condense import SyntheticSet
+from .config import progress
+from .nets import make_net
+
+ACCOUNTANTS = ("prv", "rdp")
+
+
+# --- the Gaussian mechanism --------------------------------------------------------------------------
+
+def clip_rows(v: torch.Tensor, clip: float) -> torch.Tensor:
+    """Scale each row of ``v`` [n, d] down to L2 norm at most ``clip``; shorter rows are unchanged."""
+    norm = v.norm(dim=1, keepdim=True)
+    return v * (clip / norm.clamp_min(1e-12)).clamp(max=1.0)
+
+
+def class_sums(v: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Per-class sums of the rows of ``v`` [n, d]: [num_classes, d] (a matmul: deterministic, no sync)."""
+    onehot = (labels.unsqueeze(1) == torch.arange(num_classes, device=labels.device)).to(v.dtype)
+    return onehot.T @ v
+
+
+def noisy_class_sums(emb: torch.Tensor, labels: torch.Tensor, num_classes: int, *, clip: float,
+                     noise_multiplier: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The mechanism: clip each embedding to norm ``clip``, sum per class, add N(0, (σ·clip)²) per coordinate.
+
+    Adding or removing one row changes one class sum by at most ``clip`` in L2 norm, so the release
+    [num_classes, d] is a Gaussian mechanism with noise multiplier σ = ``noise_multiplier``.
+    """
+    sums = class_sums(clip_rows(emb, clip), labels, num_classes)
+    if noise_multiplier == 0:
+        return sums
+    noise = torch.randn(sums.shape, generator=generator, device=sums.device, dtype=sums.dtype)
+    return sums + noise * (noise_multiplier * clip)
+
+
+# --- accounting (Opacus) -------------------------------------------------------------------------------
+
+def _check_accounting(sample_rate, steps, delta, accountant):
+    if accountant not in ACCOUNTANTS:
+        raise ValueError(f"accountant={accountant!r}: allowed values are {', '.join(ACCOUNTANTS)}")
+    if not 0 < sample_rate <= 1:
+        raise ValueError(f"sample_rate={sample_rate}: must lie in (0, 1]")
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"steps={steps}: must be a whole number ≥ 1")
+    if not 0 < delta < 1:
+        raise ValueError(f"delta={delta}: must lie in (0, 1), typically below 1/(pool size)")
+
+
+@contextlib.contextmanager
+def _quiet(accountant: str):
+    """Silence Opacus's harmless numerical chatter: PRV takes log(1 − q) (−∞ at q = 1) and bounds its
+    domain with RDP, whose "largest alpha" warning is not about the PRV result; a σ search probes
+    values it then discards. With ``accountant="rdp"`` the warning is kept: it says the bound is loose."""
+    with np.errstate(divide="ignore"), warnings.catch_warnings():
+        if accountant != "rdp":
+            warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+        yield
+
+
+@functools.lru_cache(maxsize=256)  # pure, and PRV takes ~0.1 s: many models or cells ask the same question
+def epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float,
+            accountant: str = "prv") -> float:
+    """ε spent by ``steps`` Poisson-subsampled Gaussian releases (rate ``sample_rate``, noise multiplier
+    σ = noise std / L2 sensitivity), at ``delta``, under add/remove-one neighbours. σ = 0 gives ∞.
+
+    ``accountant``: ``"prv"`` (Gopi et al. 2021; numerically tight) or ``"rdp"`` (Mironov 2017; an
+    upper bound, looser). For one release without subsampling (q = 1, one step) and σ = 1 at
+    δ = 1e-5, the exact analytic Gaussian mechanism gives ε = 4.377, PRV 4.387, RDP 4.729.
+    """
+    _check_accounting(sample_rate, steps, delta, accountant)
+    if noise_multiplier < 0:
+        raise ValueError(f"noise_multiplier={noise_multiplier}: must be ≥ 0")
+    if noise_multiplier == 0:
+        return math.inf
+    from opacus.accountants import create_accountant
+    acc = create_accountant(mechanism=accountant)
+    acc.history = [(float(noise_multiplier), float(sample_rate), int(steps))]
+    with _quiet(accountant):
+        return float(acc.get_epsilon(delta=delta))
+
+
+@functools.lru_cache(maxsize=64)  # pure, and a search takes seconds
+def calibrate_noise(target_epsilon: float, delta: float, sample_rate: float, steps: int,
+                    accountant: str = "prv") -> float:
+    """The noise multiplier σ that spends at most ``target_epsilon`` (within 0.01 below it) at ``delta``
+    over ``steps`` releases with Poisson rate ``sample_rate`` (Opacus's ``get_noise_multiplier``)."""
+    _check_accounting(sample_rate, steps, delta, accountant)
+    if not target_epsilon > 0:
+        raise ValueError(f"target_epsilon={target_epsilon}: must be > 0 (math.inf: no noise, no privacy)")
+    if math.isinf(target_epsilon):
+        return 0.0
+    from opacus.accountants.utils import get_noise_multiplier
+    with _quiet("search"):
+        return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
+                                          sample_rate=sample_rate, steps=int(steps), accountant=accountant))
+
+
+# --- DP distribution matching ------------------------------------------------------------------------
+
+def _subseed(seed: int, stream: int) -> int:
+    """Independent seeds for the separate random streams of one run (sampling, noise, …): the same
+    integer given to two generators would make them draw the very same numbers."""
+    return int(np.random.SeedSequence([int(seed), stream]).generate_state(1, np.uint64)[0] >> 1)
+
+
+@dataclass
+class DPSyntheticSet(SyntheticSet):
+    """A synthetic set released with (ε, δ)-DP for add/remove-one neighbours of the real pool."""
+    epsilon: float = math.inf
+    delta: float = 0.0
+
+
+def noise_init(num_classes: int, ipc: int, shape: Sequence[int], *, generator: torch.Generator,
+               device=None) -> torch.Tensor:
+    """Standard normal images [num_classes·ipc, *shape], sorted by class: the data-independent start."""
+    return torch.randn((num_classes * ipc, *shape), generator=generator, device=device)
+
+
+def dp_distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: int, num_classes: int,
+                             class_size, target_epsilon: float | None = None, noise_multiplier: float | None = None,
+                             delta: float = 1e-5, sample_rate: float = 0.05, iterations: int = 200,
+                             clip: float = 1.0, lr_img: float = 1000.0, momentum: float = 0.5,
+                             augment: str | None = None, arch: str = "convnet", width: int = 16,
+                             depth: int = 3, accountant: str = "prv", seed: int = 0, device=None,
+                             desc: str = "DP-DM") -> DPSyntheticSet:
+    """Condense ``real_x``/``real_y`` into ``ipc`` images per class with (ε, δ)-DP (see the module docstring).
+
+    ``num_classes`` and ``class_size`` are public facts about the pool, declared by the caller and
+    never read from the labels. ``class_size``: the number of examples per class (an int, or one
+    per class); the noisy class sums are divided by ``sample_rate · class_size``, a constant that
+    does not look at the data. Give exactly one of ``target_epsilon`` (σ is calibrated with
+    ``accountant``) and ``noise_multiplier`` (σ; 0 means no noise and ε = ∞). Each iteration matches
+    the mean clipped embedding of each class's synthetic images to the noisy mean of its sampled
+    real ones, by one SGD step (lr ``lr_img``, ``momentum``) on the images; the lr is ~1000× DM's
+    because embeddings clipped to norm ``clip`` = 1 make the loss tiny (300–3000 all worked on
+    FashionMNIST at ε = 1 … ∞, width 16). ``augment``: an optional DSA strategy, one siamese draw
+    per class (data-independent, so free of privacy cost; it did not help here). The released ε is that of the accountant for (σ, ``sample_rate``, ``iterations``) at ``delta``.
+    """
+    if real_x.shape[0] != real_y.shape[0]:
+        raise ValueError(f"real_x has {real_x.shape[0]} rows but real_y has {real_y.shape[0]}")
+    if num_classes < 1 or not bool(((real_y >= 0) & (real_y < num_classes)).all()):
+        raise ValueError(f"num_classes={num_classes}: every label must lie in 0 … num_classes − 1")
+    if ipc < 1 or iterations < 1:
+        raise ValueError(f"ipc={ipc}, iterations={iterations}: both must be ≥ 1")
+    if not clip > 0:
+        raise ValueError(f"clip={clip}: must be > 0")
+    if (target_epsilon is None) == (noise_multiplier is None):
+        raise ValueError("give exactly one of target_epsilon (σ is then calibrated) and noise_multiplier")
+    sizes = torch.as_tensor(class_size, dtype=torch.float32).flatten()
+    if sizes.numel() == 1:
+        sizes = sizes.expand(num_classes)
+    if sizes.numel() != num_classes or not bool((sizes > 0).all()):
+        raise ValueError(f"class_size={class_size!r}: give one positive public size, or one per class "
+                         f"({num_classes}); e.g. the pool's per-class size by design")
+    parse_strategy(augment)
+    n, shape = real_x.shape[0], tuple(real_x.shape[1:])
+    net_kw = dict(channels=shape[0], num_classes=num_classes, im_size=shape[-1], width=width)
+    if arch == "convnet":
+        net_kw["depth"] = depth
+    if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in make_net(arch, **net_kw).modules()):
+        raise ValueError(f"arch={arch!r} has batch normalisation: one example would move every embedding of "
+                         f"its batch and the sensitivity would no longer be {clip}; use a per-example norm")
+    sigma = calibrate_noise(target_epsilon, delta, sample_rate, iterations, accountant) \
+        if target_epsilon is not None else float(noise_multiplier)
+    eps = epsilon(sigma, sample_rate, iterations, delta, accountant)  # validates σ, q, δ, the accountant
+
+    device = torch.device(device) if device is not None else real_x.device
+    real_x, real_y = real_x.to(device), real_y.to(device)
+    gen = torch.Generator(device=device).manual_seed(_subseed(seed, 0))  # init, noise, augmentation
+    cpu_gen = torch.Generator().manual_seed(_subseed(seed, 1))  # network seeds, Poisson sampling
+    syn = noise_init(num_classes, ipc, shape, generator=gen, device=device).requires_grad_(True)
+    syn_y = torch.arange(num_classes, device=device).repeat_interleave(ipc)
+    denom = (sample_rate * sizes).to(device).unsqueeze(1)  # public: post-processing
+    opt = torch.optim.SGD([syn], lr=lr_img, momentum=momentum)
+    net_seeds = torch.randint(0, 2 ** 62, (iterations,), generator=cpu_gen).tolist()
+    losses = torch.zeros(iterations, device=device)
+    started = time.time()
+    for it in progress(range(iterations), desc=desc, unit="it"):
+        net = make_net(arch, seed=net_seeds[it], **net_kw).to(device).requires_grad_(False)
+        idx = (torch.rand(n, generator=cpu_gen) < sample_rate).nonzero().flatten()  # on the host: no sync
+        if device.type == "cuda":
+            idx = idx.pin_memory().to(device, non_blocking=True)
+        xr, yr, xs = real_x[idx], real_y[idx], syn
+        if augment:
+            t = sample_transforms(num_classes, augment, shape[-2:], generator=gen, device=device, share=num_classes)
+            xr, xs = apply_transforms(xr, t, yr), apply_transforms(xs, t, syn_y)
+        with torch.no_grad():
+            target = noisy_class_sums(net.embed(xr), yr, num_classes, clip=clip, noise_multiplier=sigma,
+                                      generator=gen) / denom
+        mean_syn = clip_rows(net.embed(xs), clip).view(num_classes, ipc, -1).mean(1)
+        loss = ((mean_syn - target) ** 2).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses[it] = loss.detach()
+    config = dict(method="dp-dm", ipc=ipc, init="noise", iterations=iterations, lr_img=lr_img, momentum=momentum,
+                  augment=augment, arch=arch, width=width, depth=depth, seed=seed,
+                  noise_multiplier=sigma, sample_rate=sample_rate, clip=clip, class_size=sizes.tolist(),
+                  delta=delta, accountant=accountant, target_epsilon=target_epsilon)
+    return DPSyntheticSet(syn.detach().cpu(), syn_y.cpu(), torch.empty(0, dtype=torch.long), "dp-dm", config,
+                          {"loss": losses.cpu(), "seconds": time.time() - started}, epsilon=eps, delta=delta)
+
+
+# --- DP-SGD (Opacus) ---------------------------------------------------------------------------------
+
+@dataclass
+class DPSGDResult:
+    """Models trained with DP-SGD; ``models`` is what :func:`dcprivacy.train.predict` takes."""
+    models: "object"  # dcprivacy.train.Ensemble of plain modules (parameter names as a ConvNet's)
+    epsilon: float  # spent by each model, at ``delta``, from the engine's accountant
+    delta: float
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    accuracy: torch.Tensor | None = None  # [models] on the test set, when one was given
+    config: dict | None = None
+
+
+def dpsgd_train_models(factory: Callable[[int], torch.nn.Module], x: torch.Tensor, y: torch.Tensor, *,
+                       seeds: Sequence[int], target_epsilon: float, delta: float = 1e-5,
+                       members: torch.Tensor | None = None, epochs: int = 5, sample_rate: float = 0.05,
+                       clip: float = 1.0, lr: float = 0.25, momentum: float = 0.9, accountant: str = "prv",
+                       test: tuple[torch.Tensor, torch.Tensor] | None = None, device=None,
+                       desc: str = "DP-SGD") -> DPSGDResult:
+    """Train ``len(seeds)`` models with DP-SGD (Opacus, Poisson sampling), one after another; model ``i``
+    starts from ``factory(seeds[i])`` and trains on the rows of ``x`` where ``members[i]`` is True (all
+    rows without ``members``). Each model is (ε, δ)-DP for add/remove-one neighbours of its own set.
+
+    What Opacus's ``make_private_with_epsilon`` does, with the calibration done once for all models:
+    the expected batch is b = round(``sample_rate``·n); Opacus samples each example with rate
+    1 / ⌈n / b⌉ and records a rate q ≥ that (the result reports it, and the number of steps); σ is
+    calibrated so that ``epochs`` epochs of 1 / q steps spend at most ``target_epsilon`` at ``delta``;
+    per-example gradients are clipped to ``clip`` and the noisy sum is divided by the expected batch
+    size (a public constant). ``epsilon`` in the result is what the engine's accountant records, the
+    largest over the models. Plain SGD with momentum; no augmentation.
+    """
+    from opacus import PrivacyEngine
+    from opacus.validators import ModuleValidator
+    from .train import Ensemble, accuracy
+
+    if accountant not in ACCOUNTANTS:
+        raise ValueError(f"accountant={accountant!r}: allowed values are {', '.join(ACCOUNTANTS)}")
+    if not target_epsilon > 0 or not 0 < delta < 1:
+        raise ValueError(f"target_epsilon={target_epsilon}, delta={delta}: need ε > 0 and 0 < δ < 1")
+    if len(seeds) < 1 or epochs < 1:
+        raise ValueError(f"seeds ({len(seeds)} given) and epochs={epochs}: both must be ≥ 1")
+    if not 0 < sample_rate <= 1:
+        raise ValueError(f"sample_rate={sample_rate}: must lie in (0, 1]")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
+    if members is not None and tuple(members.shape) != (len(seeds), x.shape[0]):
+        raise ValueError(f"members has shape {tuple(members.shape)}, expected ({len(seeds)}, {x.shape[0]})")
+    errors = ModuleValidator.validate(factory(int(seeds[0])), strict=False)
+    if errors:
+        raise ValueError(f"the network cannot be trained with DP-SGD: {errors}")
+    device = torch.device(device) if device is not None else x.device
+    nets, eps, sigmas = [], [], {}
+    bar = progress(total=len(seeds) * epochs, desc=desc, unit="epoch")
+    for i, seed in enumerate(seeds):
+        keep = slice(None) if members is None else members[i].to(x.device)
+        data = torch.utils.data.TensorDataset(x[keep].to(device), y[keep].to(device))
+        batch = max(1, round(sample_rate * len(data)))  # expected batch; Opacus takes q = 1 / batches per epoch
+        loader = torch.utils.data.DataLoader(data, batch_size=batch,
+                                             generator=torch.Generator().manual_seed(_subseed(seed, 0)))
+        # Opacus samples at rate 1/len(loader) for int(1 / (1/len(loader))) batches an epoch (92 for 93, by
+        # rounding) and its accountant records the rate 1/batches; calibrate for what it records (≥ the true rate)
+        per_epoch = int(1 / (1 / len(loader)))
+        q, steps = 1 / per_epoch, epochs * per_epoch
+        if (q, steps) not in sigmas:  # calibrate once, not once per model
+            sigmas[q, steps] = calibrate_noise(target_epsilon, delta, q, steps, accountant)
+        net = factory(int(seed)).to(device)
+        with warnings.catch_warnings():  # secure_mode=False is deliberate: runs are reproducible by seed
+            warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")  # inputs need no grad
+            engine = PrivacyEngine(accountant=accountant)
+            model, opt, loader = engine.make_private(
+                module=net, optimizer=torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum),
+                data_loader=loader, noise_multiplier=sigmas[q, steps], max_grad_norm=clip, poisson_sampling=True,
+                noise_generator=torch.Generator(device=device).manual_seed(_subseed(seed, 1)))
+            model.train()
+            for _ in range(epochs):
+                for xb, yb in loader:
+                    opt.zero_grad(set_to_none=True)
+                    F.cross_entropy(model(xb), yb).backward()
+                    opt.step()
+                bar.update(1)
+            (hist,) = engine.accountant.history  # [(σ, q, steps)]: one kind of step, merged by Opacus
+            if hist != (sigmas[q, steps], q, steps):
+                raise RuntimeError(f"Opacus recorded {hist}, expected {(sigmas[q, steps], q, steps)}")
+            eps.append(epsilon(*hist, delta, accountant))  # = engine.get_epsilon(delta), cached
+        nets.append(model.to_standard_module().eval())  # the plain ConvNet, hooks and grad samples removed
+    bar.close()
+    ens = Ensemble.stack(nets)
+    acc = accuracy(ens, test[0].to(device), test[1].to(device)).cpu() if test is not None else None
+    config = dict(target_epsilon=target_epsilon, delta=delta, epochs=epochs, sample_rate=sample_rate, clip=clip,
+                  lr=lr, momentum=momentum, accountant=accountant, seeds=list(map(int, seeds)))
+    (q, steps), sigma = max(sigmas.items(), key=lambda kv: kv[1])  # one entry when all sets have one size
+    return DPSGDResult(ens, max(eps), delta, sigma, q, steps, acc, config)
+
+
+__all__ = ["ACCOUNTANTS", "clip_rows", "class_sums", "noisy_class_sums", "epsilon", "calibrate_noise",
+           "DPSyntheticSet", "noise_init", "dp_distribution_matching", "DPSGDResult", "dpsgd_train_models"]
