@@ -204,8 +204,10 @@ def _attack(args) -> int:
     ds = load_dataset(args.dataset)
     pool_idx = class_balanced_subset(ds.train_y, cfg.pool // ds.num_classes, seed=args.seed)
     masks = membership_masks(cfg.runs, len(pool_idx), seed=args.seed)
+    n_test = cfg.test_size or len(ds.test_y)
     runs = run_pipeline(args.pipeline, ds.train_x[pool_idx].to(device), ds.train_y[pool_idx].to(device), masks,
-                        ds.test_x, ds.test_y, cfg=cfg, runs=shard_runs, seed=args.seed, device=device)
+                        ds.test_x[:n_test], ds.test_y[:n_test], cfg=cfg, runs=shard_runs, seed=args.seed,
+                        device=device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{args.pipeline}-shard-{i}-of-{n}"

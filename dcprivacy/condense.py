@@ -208,7 +208,8 @@ def _resume(path, config, syn, opt, gen, losses) -> int:
 
 def dm_loss(embed: Callable, real_x: torch.Tensor, real_w: torch.Tensor, syn_x: torch.Tensor, *,
             transforms=None) -> torch.Tensor:
-    """DM's loss for all classes (and runs) in one pass.
+    """DM's loss for all classes (and runs) at once: one pass over the real images of every class
+    (without a graph: they need no gradient), one over the synthetic images.
 
     ``real_x`` [C, b, ...]: a batch of real images per class; ``real_w`` [R, C, b]: which of them each
     run uses (weights; 0 for padding or non-members); ``syn_x`` [R, C, m, ...]. Returns
@@ -222,12 +223,12 @@ def dm_loss(embed: Callable, real_x: torch.Tensor, real_w: torch.Tensor, syn_x: 
         cls = torch.arange(C, device=xr.device)
         xr = apply_transforms(xr, transforms, cls.repeat_interleave(b))
         xs = apply_transforms(xs, transforms, cls.repeat_interleave(m).repeat(R))
-    e = embed(torch.cat([xr, xs]))
-    er = e[:C * b].view(C, b, -1)
-    es = e[C * b:].view(R, C, m, -1)
+    with torch.no_grad():  # the real side needs no gradient: embed it without building a graph
+        er = embed(xr).view(C, b, -1)
+    es = embed(xs).view(R, C, m, -1)
     mean_real = torch.einsum("rcb,cbf->rcf", real_w, er) / real_w.sum(-1, keepdim=True).clamp_min(1.0)
     mean_syn = es.mean(2)
-    present = (real_w.sum(-1) > 0).to(e.dtype).unsqueeze(-1)  # a run without images of a class skips it
+    present = (real_w.sum(-1) > 0).unsqueeze(-1).to(es.dtype)  # a run without images of a class skips it
     return (((mean_real - mean_syn) ** 2) * present).sum()
 
 
@@ -261,7 +262,7 @@ def distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: in
                   lr_img=lr_img, momentum=momentum, batch_real=batch_real, augment=augment, arch=arch,
                   width=width, depth=depth, seed=seed, n_real=len(real_y), runs=1 if members is None else len(members))
     gen = torch.Generator(device=device).manual_seed(seed)
-    cpu_gen = torch.Generator().manual_seed(seed)
+    cpu_gen = torch.Generator().manual_seed(seed ^ 0x5DEECE66D)  # network seeds: a stream of their own
     pool = _ClassPool(real_y, num_classes)
     syn, init_idx = init_synthetic(real_x, real_y, ipc, init, num_classes=num_classes, generator=gen, members=members)
     R = syn.shape[0]
@@ -269,7 +270,7 @@ def distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: in
     syn = syn.view(R, num_classes, ipc, *real_x.shape[1:]).requires_grad_(True)
     opt = torch.optim.SGD([syn], lr=lr_img, momentum=momentum)
     net_kw = dict(channels=real_x.shape[1], num_classes=num_classes, im_size=real_x.shape[-1], width=width)
-    if arch == "convnet":
+    if arch in ("convnet", "mlp"):  # both take a depth (the linear extractor has none)
         net_kw["depth"] = depth
     seeds = _net_seeds(cpu_gen, iterations)
     losses = torch.zeros(iterations, device=device)
@@ -322,20 +323,32 @@ def gradient_distance(g_real: dict, g_syn: dict) -> torch.Tensor:
     return total
 
 
-def class_gradients(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None = None) -> dict:
+def class_gradients(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None = None, *,
+                    vectorize: bool | None = None) -> dict:
     """Gradient of the (weighted) mean cross-entropy of each class's batch w.r.t. the network's weights.
 
-    ``x`` [C, b, ...], ``y`` [C, b], ``w`` [C, b]: one batched call for all classes (``vmap`` over
-    ``torch.func.grad``); the result is differentiable w.r.t. ``x`` (what DC needs for the synthetic side).
+    ``x`` [C, b, ...], ``y`` [C, b], ``w`` [C, b]. The result (a dict of [C, ...] tensors) is
+    differentiable w.r.t. ``x`` when ``x`` requires grad — what DC needs for the synthetic side.
+    ``vectorize``: one ``vmap`` over ``torch.func.grad`` for all classes (default on a GPU), or a loop
+    over classes (default on a CPU, where it measured faster: ``python -m dcprivacy bench condense``).
     """
-    params = {k: v.detach() for k, v in net.named_parameters()}
     w = torch.ones(y.shape, device=x.device) if w is None else w
+    vectorize = x.is_cuda if vectorize is None else vectorize
+    if vectorize:
+        params = {k: v.detach() for k, v in net.named_parameters()}
 
-    def loss(p, xc, yc, wc):
-        ce = F.cross_entropy(functional_call(net, p, (xc,)), yc, reduction="none")
-        return (ce * wc).sum() / wc.sum().clamp_min(1.0)
+        def loss(p, xc, yc, wc):
+            ce = F.cross_entropy(functional_call(net, p, (xc,)), yc, reduction="none")
+            return (ce * wc).sum() / wc.sum().clamp_min(1.0)
 
-    return vmap(grad(loss), in_dims=(None, 0, 0, 0))(params, x, y, w)
+        return vmap(grad(loss), in_dims=(None, 0, 0, 0))(params, x, y, w)
+    names, params = zip(*net.named_parameters())
+    per_class = []
+    for c in range(x.shape[0]):
+        ce = F.cross_entropy(net(x[c]), y[c], reduction="none")
+        loss = (ce * w[c]).sum() / w[c].sum().clamp_min(1.0)
+        per_class.append(torch.autograd.grad(loss, params, create_graph=x.requires_grad))
+    return {k: torch.stack([g[i] for g in per_class]) for i, k in enumerate(names)}
 
 
 def gradient_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: int = 10,
@@ -369,7 +382,7 @@ def gradient_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: int = 
                   loops=(outer, inner), augment=augment, arch=arch, width=width, depth=depth, seed=seed,
                   n_real=len(real_y))
     gen = torch.Generator(device=device).manual_seed(seed)
-    cpu_gen = torch.Generator().manual_seed(seed)
+    cpu_gen = torch.Generator().manual_seed(seed ^ 0x5DEECE66D)  # network seeds: a stream of their own
     pool = _ClassPool(real_y, num_classes)
     syn, init_idx = init_synthetic(real_x, real_y, ipc, init, num_classes=num_classes, generator=gen)
     syn = syn[0].view(num_classes, ipc, *real_x.shape[1:]).requires_grad_(True)
@@ -378,7 +391,7 @@ def gradient_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: int = 
     y_syn = labels.view(num_classes, ipc)
     size = tuple(real_x.shape[-2:])
     net_kw = dict(channels=real_x.shape[1], num_classes=num_classes, im_size=real_x.shape[-1], width=width)
-    if arch == "convnet":
+    if arch in ("convnet", "mlp"):  # both take a depth (the linear extractor has none)
         net_kw["depth"] = depth
     seeds = _net_seeds(cpu_gen, iterations)
     losses = torch.zeros(iterations, device=device)
@@ -450,7 +463,7 @@ def evaluate_synthetic(syn: SyntheticSet, test_x: torch.Tensor, test_y: torch.Te
     epochs = (300 if augment is None else 1000) if epochs is None else epochs
     device = torch.device(device) if device is not None else test_x.device
     kw = dict(channels=syn.images.shape[1], num_classes=syn.num_classes, im_size=syn.images.shape[-1], width=width)
-    if arch == "convnet":
+    if arch in ("convnet", "mlp"):  # both take a depth (the linear extractor has none)
         kw["depth"] = depth
     factory = net_factory(arch, **kw)
     ens = train_models(factory, syn.images.to(device), syn.labels.to(device), seeds=range(seed, seed + models),

@@ -56,7 +56,7 @@ class Condense:
     eval_models: int = 3
     eval_epochs_dm: int = 150  # DM/DSA: trained with augmentation
     eval_epochs_dc: int = 150
-    eval_epochs_whole: int = 30  # the reference point: ConvNets trained on the whole pool
+    eval_epochs_whole: int = 10  # the reference point: ConvNets trained on the whole pool
     snapshots: tuple[int, ...] = (0, 50, 300)
     margin: float = 0.01  # DM and DC at 10 images per class must beat random real images by this much
 
@@ -77,28 +77,51 @@ class MIA:
     train_augment: bool = True  # every pipeline trains with DSA augmentation (one recipe for all)
     pipelines: tuple[str, ...] = ("real", "subset", "dm", "dm-noise")
     bootstrap: int = 200
+    test_size: int = 2000  # test images for each model's accuracy (0: the whole test set)
 
 
 @dataclass(frozen=True)
 class Nonlinear:
-    """Chapter 6: how far DM's synthetic set moves when one real sample is removed."""
-    n_grid: tuple[int, ...] = (100, 200, 400, 800)
-    m_grid: tuple[int, ...] = (1, 4, 16)
-    widths: tuple[int, ...] = (32, 128)
-    depths: tuple[int, ...] = (1, 3)
-    repeats: int = 4
-    iterations: int = 100
-    train_seeds: int = 16
+    """Chapter 6: how far DM's synthetic set moves when one real sample is removed, with ReLU extractors."""
+    n_grid: tuple[int, ...] = (50, 100, 200, 400)  # real samples per class
+    m_grid: tuple[int, ...] = (1, 4, 16)  # synthetic images per class
+    iterations: tuple[int, ...] = (1, 3, 10, 30)  # DM runs to the last; the sets are compared at each
+    removals: int = 3  # non-initialisers removed per repeat (and one initialiser)
+    repeats: int = 2  # each: another class, sample order and network seed
+    lr_img: float = 1.0  # the reference's step on the images (momentum 0.5)
+    mlp: tuple[int, int] = (16, 2)  # (width, depth) of the MLP extractor
+    convnet: tuple[int, int] = (8, 3)  # (width, depth) of the ConvNet extractor
+    widths: tuple[int, ...] = (8, 16)  # width sweep (each extractor at its depth), at m = sweep_m
+    depths: tuple[int, ...] = (1, 2, 3)  # depth sweep (each extractor at its width)
+    sweep_m: int = 4
+    linear_k: int = 256  # rows of the linear extractor of the control experiment
+    pool: int = 100  # real images per class in the trained-models experiment
+    model_ipc: int = 4
+    targets: int = 2  # initialisers, and as many non-initialisers, removed one at a time
+    model: tuple[str, int, int] = ("mlp", 64, 2)  # (arch, width, depth) of the models trained on the sets
+    train_seeds: int = 16  # models per synthetic set (the same seeds for every set)
+    train_epochs: int = 100
+    bootstrap: int = 2000
 
 
 @dataclass(frozen=True)
 class Visual:
     """Chapter 7: do condensed images look like the images that made them?"""
-    per_class_pool: int = 300
+    classes: int = 4  # the first classes of FashionMNIST (DM treats classes independently)
+    per_class_pool: int = 100  # real images per class to condense from (0: all of them)
     ipc: int = 10
-    dm_iterations: int = 300
-    dc_iterations: int = 20
-    snapshots: tuple[int, ...] = (0, 100, 300)
+    width: int = 8
+    depth: int = 3
+    batch_real: int = 32
+    dm_iterations: int = 100
+    dm_snapshots: tuple[int, ...] = (0, 10, 30, 100)
+    dc_iterations: int = 10
+    dc_loops: tuple[int, int] | None = (5, 5)  # (outer, inner); None: the reference's per-ipc values
+    dc_snapshots: tuple[int, ...] = (0, 3, 10)
+    candidates: int = 10  # nearest neighbours in pixel L2 that SSIM re-ranks
+    others: int = 20  # random other real images of its class per synthetic image (SSIM baseline)
+    exact_check: int = 8  # synthetic images whose SSIM neighbour is also searched exhaustively
+    shown: int = 6  # synthetic images per figure grid
 
 
 @dataclass(frozen=True)
@@ -110,7 +133,7 @@ class DP:
     per_class_pool: int = 300  # real images per class (0: all); this public size divides DP-DM's noisy sums
     ipc: int = 10
     width: int = 16  # ConvNet width: DP-DM's random networks and DP-SGD's models (noise grows with √width)
-    iterations: int = 200  # DP-DM iterations = Gaussian releases
+    iterations: int = 100  # DP-DM iterations = Gaussian releases (quick: as many as DP-SGD's steps)
     sample_rate: float = 0.05  # Poisson rate q of DP-DM (≈ 15 real images per class and iteration here)
     clip: float = 1.0  # L2 bound of each real embedding (DP-DM) and per-example gradient (DP-SGD)
     lr_img: float = 1000.0  # clipped embeddings make DM's loss tiny: 300–3000 all worked at ε = 1 … ∞
@@ -118,9 +141,12 @@ class DP:
     dpsgd_epochs: int = 5
     dpsgd_sample_rate: float = 0.05
     dpsgd_lr: float = 0.25  # SGD, momentum 0.9 (0.1–0.5 within 5 points at ε = 1 and 8)
-    eval_epochs: int = 100
-    attack_runs: int = 16
-    attack_pool: int = 1000
+    eval_epochs: int = 100  # training on a released DP-DM set (post-processing)
+    eval_models: int = 2  # models trained on each DP-DM set of the ε sweep
+    attack_epsilon: float = 2.0  # the ε of the models LiRA attacks: e^ε·FPR + δ still bounds TPR below 1
+    attack_runs: int = 8  # K models per private pipeline (LiRA leave-one-out: each the target once)
+    attack_pool: int = 1000  # class-balanced; each run's private set is a random half
+    attack_test: int = 2000  # test images that measure the attacked models' accuracy (0: all)
 
 
 @dataclass(frozen=True)
@@ -151,13 +177,17 @@ PROFILES: dict[str, Profile] = {
                           dm_iterations=2000, dc_iterations=200, dc_loops=None, eval_models=5,
                           eval_epochs_dm=1000, eval_epochs_dc=300, snapshots=(0, 100, 500, 2000)),
         mia=MIA(pool=10000, runs=32, epochs=60, epochs_small=300, width=64, dm_iterations=1000, batch_real=128,
-                dc_iterations=100, pipelines=("real", "subset", "dm", "dm-noise", "dc", "dsa"), bootstrap=500),
-        nonlinear=Nonlinear(n_grid=(100, 200, 400, 800, 1600, 3200), m_grid=(1, 4, 16, 64),
-                            widths=(32, 128, 512), depths=(1, 2, 3), repeats=8, iterations=500,
-                            train_seeds=64),
-        visual=Visual(per_class_pool=0, dm_iterations=2000, dc_iterations=200, snapshots=(0, 200, 1000, 2000)),
+                dc_iterations=100, pipelines=("real", "subset", "dm", "dm-noise", "dc", "dsa"), bootstrap=500,
+                test_size=0),
+        nonlinear=Nonlinear(n_grid=(100, 200, 400, 800, 1600), m_grid=(1, 4, 16, 64),
+                            iterations=(1, 10, 100, 500), removals=5, repeats=4, mlp=(128, 2), convnet=(32, 3),
+                            widths=(16, 32, 64, 128), depths=(1, 2, 3, 4), pool=500, model_ipc=10, targets=4,
+                            model=("convnet", 32, 3), train_seeds=64, train_epochs=300),
+        visual=Visual(classes=10, per_class_pool=1000, width=64, batch_real=128, dm_iterations=1000,
+                      dm_snapshots=(0, 10, 100, 1000), dc_iterations=100, dc_loops=(10, 10),
+                      dc_snapshots=(0, 10, 100), candidates=20, others=50, exact_check=20),
         dp=DP(per_class_pool=0, width=32, iterations=2000, sample_rate=0.02, dpsgd_epochs=20,
-              dpsgd_sample_rate=0.02, eval_epochs=300, attack_runs=32, attack_pool=5000),
+              dpsgd_sample_rate=0.02, eval_epochs=300, attack_runs=32, attack_pool=5000, attack_test=0),
     ),
     "paper": Profile(
         "paper", "the papers' sizes: a large GPU and hours",
@@ -170,14 +200,17 @@ PROFILES: dict[str, Profile] = {
                           eval_epochs_dm=1000, eval_epochs_dc=300, snapshots=(0, 1000, 5000, 20000)),
         mia=MIA(pool=60000, runs=64, epochs=100, epochs_small=1000, width=128, ipc=50, dm_iterations=20000,
                 batch_real=256, dc_iterations=1000, dc_loops=None,
-                pipelines=("real", "subset", "dm", "dm-noise", "dc", "dsa"), bootstrap=1000),
+                pipelines=("real", "subset", "dm", "dm-noise", "dc", "dsa"), bootstrap=1000, test_size=0),
         nonlinear=Nonlinear(n_grid=(100, 200, 400, 800, 1600, 3200, 6000), m_grid=(1, 4, 16, 64),
-                            widths=(32, 128, 512, 2048), depths=(1, 2, 3, 4), repeats=16,
-                            iterations=2000, train_seeds=256),
-        visual=Visual(per_class_pool=0, dm_iterations=20000, dc_iterations=1000,
-                      snapshots=(0, 1000, 5000, 20000)),
+                            iterations=(1, 10, 100, 1000, 5000), removals=10, repeats=10, mlp=(512, 2),
+                            convnet=(128, 3), widths=(32, 64, 128, 256, 512), depths=(1, 2, 3, 4), pool=1000,
+                            model_ipc=10, targets=10, model=("convnet", 128, 3), train_seeds=256,
+                            train_epochs=1000),
+        visual=Visual(classes=10, per_class_pool=0, width=128, batch_real=256, dm_iterations=20000,
+                      dm_snapshots=(0, 100, 1000, 20000), dc_iterations=1000, dc_loops=None,
+                      dc_snapshots=(0, 100, 1000), candidates=50, others=100, exact_check=50),
         dp=DP(per_class_pool=0, width=128, iterations=10000, sample_rate=0.01, dpsgd_epochs=50,
-              dpsgd_sample_rate=0.01, eval_epochs=1000, attack_runs=64, attack_pool=20000),
+              dpsgd_sample_rate=0.01, eval_epochs=1000, attack_runs=64, attack_pool=20000, attack_test=0),
     ),
 }
 

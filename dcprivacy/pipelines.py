@@ -8,6 +8,8 @@ A *pipeline* maps the IN half of a pool of real examples (and a seed) to a train
 - ``dm``, ``dm-noise``: condense the IN half by distribution matching (real or noise init), train on
   the synthetic set;
 - ``dc``, ``dsa``: the same with gradient matching (noise init) and with DSA (real init).
+- ``dp-dm``, ``dp-sgd`` (:func:`run_dp_pipeline`, chapter 8): DP distribution matching and DP-SGD at
+  a given (ε, δ), for the same attacks.
 
 :func:`run_pipeline` runs K of them — one per membership mask — and returns what the attacks need:
 every model's scores on every pool example, its test accuracy, and which pool examples initialised
@@ -24,11 +26,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from .augment import DEFAULT_STRATEGY
-from .config import MIA, progress
-from .mia import logit_scaled_confidence, query_logits
+from .config import DP, MIA, progress
+from .mia import logit_scaled_confidence, membership_masks, query_logits
 from .nets import net_factory
 from .train import TrainConfig, accuracy, train_models
 
@@ -167,20 +170,29 @@ def _code_fingerprint() -> str:
     return h.hexdigest()[:16]
 
 
+def experiment_path(ds, cfg: MIA, *, pipelines: Sequence[str] | None = None, seed: int = 0,
+                    query: str = "flip") -> Path:
+    """Where :func:`run_experiment` keeps this experiment in the cache (the file exists once it has run),
+    keyed by the configuration and the code: a later chapter can ask whether it may reuse the models."""
+    from .data import cache_dir
+    pipelines = list(cfg.pipelines if pipelines is None else pipelines)
+    key = hashlib.sha256(repr((asdict(cfg), sorted(pipelines), seed, query, ds.name, _code_fingerprint()))
+                         .encode()).hexdigest()[:20]
+    return cache_dir() / "experiments" / f"mia-{key}.pt"
+
+
 def run_experiment(ds, cfg: MIA, *, pipelines: Sequence[str] | None = None, seed: int = 0, device=None,
                    cache: bool = True, query: str = "flip", log: Callable[[str], None] = print) -> Experiment:
     """Draw a class-balanced pool of ``cfg.pool`` training images and K = ``cfg.runs`` LiRA masks, and
     run every pipeline on them. With ``cache``, the result is kept in the dcprivacy cache, keyed by
     the configuration and the code, so later chapters reuse the same models instead of retraining."""
-    from .data import cache_dir, class_balanced_subset
+    from .data import class_balanced_subset
     from .mia import membership_masks
     pipelines = list(cfg.pipelines if pipelines is None else pipelines)
     for p in pipelines:
         if p not in PIPELINES:
             raise ValueError(f"pipeline {p!r}: allowed values are {', '.join(PIPELINES)}")
-    key = hashlib.sha256(repr((asdict(cfg), sorted(pipelines), seed, query, ds.name, _code_fingerprint()))
-                         .encode()).hexdigest()[:20]
-    path = cache_dir() / "experiments" / f"mia-{key}.pt"
+    path = experiment_path(ds, cfg, pipelines=pipelines, seed=seed, query=query)
     if cache and path.exists():
         log(f"reusing the models of an identical earlier run (cache {path.name})")
         return Experiment.load(path)
@@ -189,9 +201,11 @@ def run_experiment(ds, cfg: MIA, *, pipelines: Sequence[str] | None = None, seed
     pool_idx = class_balanced_subset(ds.train_y, cfg.pool // C, seed=seed)
     x, y = ds.train_x[pool_idx].to(device), ds.train_y[pool_idx].to(device)
     masks = membership_masks(cfg.runs, len(pool_idx), seed=seed)
+    n_test = cfg.test_size or len(ds.test_y)
+    test_x, test_y = ds.test_x[:n_test], ds.test_y[:n_test]  # the test set is in random order
     done = {}
     for p in pipelines:
-        done[p] = run_pipeline(p, x, y, masks, ds.test_x, ds.test_y, cfg=cfg, seed=seed, device=device, query=query)
+        done[p] = run_pipeline(p, x, y, masks, test_x, test_y, cfg=cfg, seed=seed, device=device, query=query)
         log(f"{p:<9} {len(done[p].runs)} models, test accuracy {done[p].test_accuracy.mean():.3f} "
             f"± {done[p].test_accuracy.std():.3f}, {done[p].seconds:.0f} s")
     exp = Experiment(pool_idx, y.cpu(), masks, done, {"mia": asdict(cfg), "seed": seed, "query": query,
@@ -229,3 +243,105 @@ def group_summary(result, group: torch.Tensor | None = None, *, bootstrap: int =
         (torch.as_tensor(group, dtype=torch.bool) | ~torch.as_tensor(labels, dtype=torch.bool))
     keep = keep.numpy()
     return metrics.summary(scores[keep], labels[keep], fprs=fprs, bootstrap=bootstrap, seed=seed)
+
+
+# --- differentially private pipelines (chapter 8) ------------------------------------------------------
+
+DP_PIPELINES = ("dp-dm", "dp-sgd")
+
+
+def run_dp_pipeline(name: str, x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor, test_x: torch.Tensor,
+                    test_y: torch.Tensor, *, cfg: DP = DP(), epsilon: float | None = None,
+                    runs: Sequence[int] | None = None, seed: int = 0, class_size: float | None = None,
+                    device=None, query: str = "flip") -> PipelineRuns:
+    """Run the private pipeline ``name`` at (``epsilon``, ``cfg.delta``) for the given ``runs`` (default all K)
+    of ``masks`` [K, pool]; the same :class:`PipelineRuns` as :func:`run_pipeline`, for the same attacks.
+
+    - ``dp-dm``: :func:`dcprivacy.dp.dp_distribution_matching` condenses each run's IN half into
+      ``cfg.ipc`` images per class, from noise; a ConvNet then trains on the released set for
+      ``cfg.eval_epochs`` epochs with DSA augmentation (post-processing: free of privacy cost);
+    - ``dp-sgd``: :func:`dcprivacy.dp.dpsgd_train_models` trains the ConvNet on the IN half.
+
+    Each model is (ε, δ)-DP for adding or removing one example of its own IN half; ``epsilon`` defaults
+    to ``cfg.attack_epsilon`` (``math.inf``: the same pipeline without noise). DP-DM divides its noisy class
+    sums by a public ``class_size``: by default half the pool's per-class size, the expected number of IN
+    examples per class of a class-balanced pool under LiRA masks (each example is IN for half the runs).
+    Model ``k`` gets seed ``seed + k``; ``config["epsilon"]`` is the largest ε spent by any run.
+    """
+    from .dp import dp_distribution_matching, dpsgd_train_models
+    if name not in DP_PIPELINES:
+        raise ValueError(f"pipeline {name!r}: allowed values are {', '.join(DP_PIPELINES)}")
+    epsilon = cfg.attack_epsilon if epsilon is None else float(epsilon)
+    if not epsilon > 0:
+        raise ValueError(f"epsilon={epsilon}: must be > 0 (math.inf: the pipeline without noise)")
+    device = torch.device(device) if device is not None else x.device
+    x, y, masks = x.to(device), y.to(device), masks.to(device)
+    runs = list(range(masks.shape[0])) if runs is None else list(runs)
+    members = masks[runs]
+    started = time.time()
+    C = int(y.max()) + 1
+    class_size = x.shape[0] / (2 * C) if class_size is None else class_size
+    factory = net_factory("convnet", width=cfg.width, channels=x.shape[1], num_classes=C, im_size=x.shape[-1])
+    seeds = [seed + k for k in runs]
+    if name == "dp-dm":
+        sets = [dp_distribution_matching(x[members[i]], y[members[i]], ipc=cfg.ipc, num_classes=C,
+                                         class_size=class_size, target_epsilon=epsilon, delta=cfg.delta,
+                                         sample_rate=cfg.sample_rate, iterations=cfg.iterations, clip=cfg.clip,
+                                         lr_img=cfg.lr_img, momentum=cfg.momentum, width=cfg.width,
+                                         accountant=cfg.accountant, seed=s, device=device, desc=f"dp-dm run {s}")
+                for i, s in enumerate(progress(seeds, desc="condense dp-dm", unit="run"))]
+        syn_x = torch.cat([s.images for s in sets]).to(device)
+        syn_y = torch.cat([s.labels for s in sets]).to(device)
+        m = sets[0].images.shape[0]
+        block = torch.arange(len(runs) * m, device=device) // m  # model i trains on block i
+        own = block.unsqueeze(0) == torch.arange(len(runs), device=device).unsqueeze(1)
+        ens = train_models(factory, syn_x, syn_y, seeds=seeds, members=own, device=device, aug_seed=seed,
+                           config=TrainConfig(epochs=cfg.eval_epochs, augment=DEFAULT_STRATEGY), desc="dp-dm models")
+        train_size, spent, sigma = own.sum(1), max(s.epsilon for s in sets), sets[0].config["noise_multiplier"]
+    else:
+        res = dpsgd_train_models(factory, x, y, seeds=seeds, members=members, target_epsilon=epsilon,
+                                 delta=cfg.delta, epochs=cfg.dpsgd_epochs, sample_rate=cfg.dpsgd_sample_rate,
+                                 clip=cfg.clip, lr=cfg.dpsgd_lr, accountant=cfg.accountant, device=device,
+                                 desc="dp-sgd models")
+        ens, train_size, spent, sigma = res.models, members.sum(1), res.epsilon, res.noise_multiplier
+    logits = query_logits(ens, x, augment=query)  # [runs, pool, queries, classes]
+    scores = logit_scaled_confidence(logits, y.view(1, -1, 1))
+    acc = accuracy(ens, test_x, test_y)
+    config = {**asdict(cfg), "target_epsilon": epsilon, "epsilon": spent, "noise_multiplier": sigma,
+              "class_size": class_size}
+    return PipelineRuns(name, runs, scores.cpu(), logits[:, :, 0].float().cpu(), acc.cpu(),
+                        torch.zeros_like(members).cpu(), train_size.cpu(), time.time() - started, config)
+
+
+def independent_masks(runs: int, n: int, *, seed: int = 0) -> torch.Tensor:
+    """LiRA masks [runs, n] in two halves drawn independently (:func:`dcprivacy.mia.membership_masks`
+    with seeds ``seed`` and ``seed + 1``): within a half every example is IN for exactly half its runs.
+
+    With one balanced set of masks, the other K − 1 runs of a leave-one-out attack hold K/2 − 1 or K/2
+    members of an example according to whether the target trained on it: the masks alone reveal
+    membership. :func:`cross_attack` gives each half the other as shadows, whose masks say nothing
+    about the target's."""
+    if int(runs) != runs or runs < 4 or runs % 4:
+        raise ValueError(f"runs={runs}: must be a multiple of 4 (two halves, each an even number of runs)")
+    return torch.cat([membership_masks(runs // 2, n, seed=seed), membership_masks(runs // 2, n, seed=seed + 1)])
+
+
+def cross_attack(runs: PipelineRuns, masks: torch.Tensor, y: torch.Tensor, name: str = "lira-online-fixed"):
+    """Attack ``name`` (see ``ATTACKS``) on K runs whose ``masks`` come from :func:`independent_masks`:
+    each run of one half is a target, the runs of the other half are its shadow models."""
+    from .mia import AttackResult, lira, loss_scores
+    K = masks.shape[0]
+    if name not in ATTACKS:
+        raise ValueError(f"attack {name!r}: allowed values are {', '.join(ATTACKS)}")
+    if list(runs.runs) != list(range(K)) or K % 4:
+        raise ValueError(f"cross_attack needs all K = {K} runs of independent_masks (a multiple of 4), in order; "
+                         f"got runs {runs.runs}")
+    members, h = masks.cpu(), K // 2
+    if name == "loss":
+        out = loss_scores(runs.logits, y.view(1, -1)).numpy()  # the target's own loss: no shadows
+    else:
+        variant, fixed = ATTACKS[name]
+        halves = [slice(0, h), slice(h, K)]
+        out = np.concatenate([lira(runs.scores[t], runs.scores[s], members[s], attack=variant, fixed_variance=fixed)
+                              for t, s in (halves, halves[::-1])])
+    return AttackResult(f"{name} (cross)", out.ravel(), members.numpy().ravel(), runs=K)

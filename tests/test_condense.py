@@ -43,14 +43,16 @@ def _reference_distance(gr, gs):
     return torch.sum(1 - torch.sum(gr * gs, -1) / (gr.norm(dim=-1) * gs.norm(dim=-1) + 1e-6))
 
 
-def test_vectorized_gradient_matching_equals_the_per_class_loop():
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_vectorized_gradient_matching_equals_the_per_class_loop(vectorize):
     net = make_net("convnet", width=8, num_classes=3, seed=0)
     g = torch.Generator().manual_seed(2)
     xr = torch.randn(3, 5, 1, 28, 28, generator=g)
     xs = torch.randn(3, 2, 1, 28, 28, generator=g, requires_grad=True)
     yr, ys = torch.arange(3).view(3, 1).expand(3, 5), torch.arange(3).view(3, 1).expand(3, 2)
-    loss = C.gradient_distance({k: v.detach() for k, v in C.class_gradients(net, xr, yr).items()},
-                               C.class_gradients(net, xs, ys))
+    g_real = C.class_gradients(net, xr, yr, vectorize=vectorize)
+    loss = C.gradient_distance({k: v.detach() for k, v in g_real.items()},
+                               C.class_gradients(net, xs, ys, vectorize=vectorize))
     (grad_one,) = torch.autograd.grad(loss, xs)
     params = list(net.parameters())
     ref = 0
