@@ -49,16 +49,17 @@ class Condense:
     ipc: tuple[int, ...] = (1, 10)
     width: int = 16
     depth: int = 3
-    batch_real: int = 64
-    dm_iterations: int = 300
+    batch_real: int = 32
+    dm_iterations: int = 200
     dc_iterations: int = 20
     dc_loops: tuple[int, int] | None = (5, 5)  # (outer, inner); None: the reference's per-ipc values
+    dc_init: str = "real"  # the reference's DC starts from noise, which needs far more iterations
     eval_models: int = 3
-    eval_epochs_dm: int = 150  # DM/DSA: trained with augmentation
-    eval_epochs_dc: int = 150
+    eval_epochs_dm: int = 100  # DM/DSA: trained with augmentation
+    eval_epochs_dc: int = 100
     eval_epochs_whole: int = 10  # the reference point: ConvNets trained on the whole pool
-    snapshots: tuple[int, ...] = (0, 50, 300)
-    margin: float = 0.01  # DM and DC at 10 images per class must beat random real images by this much
+    snapshots: tuple[int, ...] = (0, 50, 200)
+    margin: float = 0.005  # DM and DC at 10 images per class must beat random real images by this much
 
 
 @dataclass(frozen=True)
@@ -66,15 +67,16 @@ class MIA:
     """Chapters 4–5: membership inference against the pipelines (see dcprivacy.pipelines)."""
     pool: int = 1000  # examples in the attack pool, class-balanced; each run trains on a random half
     runs: int = 16  # K: models per pipeline (each the target once, the others its shadows)
-    epochs: int = 20  # training epochs on the IN half (pipeline "real")
-    epochs_small: int = 100  # training epochs on small sets (subset, synthetic)
+    epochs: int = 30  # training epochs on the IN half (pipeline "real")
+    epochs_small: int = 50  # training epochs on small sets (subset, synthetic)
+    batch_size: int = 64  # of the models under attack (small batches: many steps per pass over the data)
     width: int = 16
     ipc: int = 10
-    dm_iterations: int = 100
+    dm_iterations: int = 60
     batch_real: int = 32
     dc_iterations: int = 10
     dc_loops: tuple[int, int] | None = (5, 5)
-    train_augment: bool = True  # every pipeline trains with DSA augmentation (one recipe for all)
+    train_augment: bool = False  # DSA augmentation while training the models under attack (one recipe for all)
     pipelines: tuple[str, ...] = ("real", "subset", "dm", "dm-noise")
     bootstrap: int = 200
     test_size: int = 2000  # test images for each model's accuracy (0: the whole test set)
@@ -174,9 +176,11 @@ PROFILES: dict[str, Profile] = {
         theory=Theory(n_grid=(187, 375, 750, 1500, 3000, 6000), m_grid=(1, 2, 4, 8, 16, 32, 64),
                       removals=50, k=256, iterations=1000, validate=10, langevin_steps=2000, chains=256),
         condense=Condense(per_class_pool=0, ipc=(1, 10, 50), width=128, batch_real=256,
-                          dm_iterations=2000, dc_iterations=200, dc_loops=None, eval_models=5,
+                          dm_iterations=2000, dc_iterations=200, dc_loops=None, dc_init="noise", eval_models=5,
+                          margin=0.02,
                           eval_epochs_dm=1000, eval_epochs_dc=300, snapshots=(0, 100, 500, 2000)),
-        mia=MIA(pool=10000, runs=32, epochs=60, epochs_small=300, width=64, dm_iterations=1000, batch_real=128,
+        mia=MIA(pool=10000, runs=32, epochs=60, epochs_small=300, batch_size=128, width=64, dm_iterations=1000,
+                batch_real=128,
                 dc_iterations=100, pipelines=("real", "subset", "dm", "dm-noise", "dc", "dsa"), bootstrap=500,
                 test_size=0),
         nonlinear=Nonlinear(n_grid=(100, 200, 400, 800, 1600), m_grid=(1, 4, 16, 64),
@@ -196,9 +200,11 @@ PROFILES: dict[str, Profile] = {
                       removals=100, ipc=50, k=2048, iterations=20000, validate=20, langevin_steps=5000,
                       chains=1024),
         condense=Condense(per_class_pool=0, ipc=(1, 10, 50), width=128, batch_real=256,
-                          dm_iterations=20000, dc_iterations=1000, dc_loops=None, eval_models=20,
+                          dm_iterations=20000, dc_iterations=1000, dc_loops=None, dc_init="noise", eval_models=20,
+                          margin=0.02,
                           eval_epochs_dm=1000, eval_epochs_dc=300, snapshots=(0, 1000, 5000, 20000)),
-        mia=MIA(pool=60000, runs=64, epochs=100, epochs_small=1000, width=128, ipc=50, dm_iterations=20000,
+        mia=MIA(pool=60000, runs=64, epochs=100, epochs_small=1000, batch_size=256, width=128, ipc=50,
+                dm_iterations=20000,
                 batch_real=256, dc_iterations=1000, dc_loops=None,
                 pipelines=("real", "subset", "dm", "dm-noise", "dc", "dsa"), bootstrap=1000, test_size=0),
         nonlinear=Nonlinear(n_grid=(100, 200, 400, 800, 1600, 3200, 6000), m_grid=(1, 4, 16, 64),

@@ -135,53 +135,47 @@ def _mask_array(members, shape, name: str) -> np.ndarray:
     return m
 
 
-def _group_stats(s: np.ndarray, m: np.ndarray, drop: np.ndarray | None):
-    """Median, sum of squared deviations from the mean, and count of ``s`` [K, n, A] over the runs
-    where ``m`` [K, n] is True — for each target run ``t`` in ``drop`` with ``t``'s own score left
-    out (leave-one-out), or over all runs when ``drop`` is None.
+def _balanced(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The IN and OUT shadows used for each example: the first ``n_j`` of each group in run order,
+    ``n_j = min(#IN_j, #OUT_j)`` (as the reference does). Equal counts matter: in leave-one-out the
+    target leaves its own group one shadow short, and a centre estimated from fewer shadows is
+    noisier, which on its own pushes members' scores down (AUC below 0.5 with no signal at all)."""
+    n = np.minimum(m.sum(0), (~m).sum(0))
+    return m & (np.cumsum(m, 0) <= n), ~m & (np.cumsum(~m, 0) <= n)
 
-    One sort for all targets: removing the value of rank ``r`` from a sorted group shifts the ranks
-    at and above ``r`` down by one, and Welford's update removes it from the sums."""
-    K = s.shape[0]
-    inside = m[:, :, None]
-    srt_order = np.where(inside, s, np.inf).argsort(0, kind="stable")
-    srt = np.take_along_axis(np.where(inside, s, np.inf), srt_order, 0)  # group first, ascending
-    count = m.sum(0)[:, None]  # [n, 1]
-    mean = np.where(inside, s, 0).sum(0) / np.maximum(count, 1)
-    m2 = np.where(inside, (s - mean) ** 2, 0).sum(0)
-    if drop is None:
-        c, r, m2 = count[None], np.full((1,) + s.shape[1:], K), m2[None]
-    else:
-        own = inside[drop]  # [T, n, 1]: the target's score belongs to this group
-        x = s[drop]
-        c = count - own
-        r = np.where(own, srt_order.argsort(0)[drop], K)  # the target's rank in the group
-        new_mean = (count * mean - x) / np.maximum(c, 1)
-        m2 = np.where(own, np.maximum(m2 - (x - mean) * (x - new_mean), 0), m2)
-    lo, hi = np.maximum((c - 1) // 2, 0), c // 2
-    pick = lambda i: np.take_along_axis(srt, np.broadcast_to(np.minimum(i + (i >= r), K - 1), r.shape), 0)
-    median = np.where(c > 0, 0.5 * (pick(lo) + pick(hi)), np.nan)
+
+def _fit(s: np.ndarray, g: np.ndarray):
+    """Median, sum of squared deviations from the mean, and count of the scores ``s`` [S, n, A] of the
+    shadows selected by ``g`` [S, n], per example and query."""
+    v = np.where(g[..., None], s, np.nan)
+    c = g.sum(0)[:, None]  # [n, 1]
+    srt = np.sort(v, 0)  # NaN last
+    pick = lambda i: np.take_along_axis(srt, np.broadcast_to(np.maximum(i, 0)[None], (1,) + srt.shape[1:]), 0)[0]
+    median = 0.5 * (pick((c - 1) // 2) + pick(c // 2))
+    mean = np.nansum(v, 0) / np.maximum(c, 1)
+    m2 = np.nansum((v - mean) ** 2, 0)
     return median, m2, np.broadcast_to(c, m2.shape)
 
 
-def _attack(s, m, x, drop, attack: str, fixed_variance: bool) -> np.ndarray:
-    """Scores [T, n] of the targets' φ ``x`` [T, n, A] against the shadows ``s``, ``m`` (see :func:`lira`)."""
+def _attack(s, m, x, attack: str, fixed_variance: bool, who: str = "") -> np.ndarray:
+    """Scores [T, n] of the targets' φ ``x`` [T, n, A] against the shadows ``s`` [S, n, A] with
+    membership ``m`` [S, n] (see :func:`lira`)."""
     if attack == "global":
         return x.mean(-1)
+    g_in, g_out = _balanced(m) if attack == "online" else (m, ~m)
     kinds = ("IN", "OUT") if attack == "online" else ("OUT",)  # offline never looks at IN models
-    fits = [_group_stats(s, m if kind == "IN" else ~m, drop) for kind in kinds]  # (median, m2, count)
+    fits = [_fit(s, g_in if kind == "IN" else g_out) for kind in kinds]  # (median, m2, count)
     for (_, _, c), kind in zip(fits, kinds):
         if (c == 0).any():
-            t, j = np.argwhere(c[..., 0] == 0)[0]
-            raise ValueError(f"example {j} has no {kind} shadow model (target {t}): {attack} LiRA needs at least one "
-                             f"per example; use more runs (membership_masks gives every example runs/2 IN)"
+            j = int(np.argwhere(c[:, 0] == 0)[0, 0])
+            raise ValueError(f"example {j} has no {kind} shadow model{who}: {attack} LiRA needs at least one per "
+                             f"example; use more runs (membership_masks gives every example runs/2 IN)"
                              + (", or attack='offline'" if kind == "IN" else ""))
-    # One σ per target for all examples: the shadows' spread around their own example's mean, pooled.
-    pooled = np.sqrt(sum(m2.sum((1, 2)) for _, m2, _ in fits) / sum(c.sum((1, 2)) for _, _, c in fits))
-    pooled = pooled[:, None, None]
-    sds = [pooled if fixed_variance else np.where(c >= 2, np.sqrt(m2 / np.maximum(c, 1)), pooled)
+    # One σ for all examples: the shadows' spread around their own example's mean, pooled.
+    pooled = np.sqrt(sum(m2.sum() for _, m2, _ in fits) / sum(c.sum() for _, _, c in fits))
+    sds = [np.full_like(m2, pooled) if fixed_variance else np.where(c >= 2, np.sqrt(m2 / np.maximum(c, 1)), pooled)
            for _, m2, c in fits]  # fewer than 2 shadows: the pooled σ stands in
-    sds = [np.maximum(sd, np.maximum(MIN_STD * pooled, 1e-12)) for sd in sds]
+    sds = [np.maximum(sd, max(MIN_STD * pooled, 1e-12)) for sd in sds]
     if attack == "offline":  # −log P[φ_OUT ≥ φ]: how surprising φ is for a model that never saw the example
         return -log_ndtr(-(x - fits[0][0]) / sds[0]).mean(-1)
     logpdf = lambda med, sd: -0.5 * ((x - med) / sd) ** 2 - np.log(sd)
@@ -200,8 +194,8 @@ def lira(target, shadows, shadow_members, *, attack: str = "online", fixed_varia
     ``shadow_members``: bool [S, n]; ``target``: φ of the attacked models, [T, n(, A)], or of one model,
     [n(, A)] (then the result is [n] instead of [T, n]).
 
-    Per example and query the IN and OUT shadow scores give a centre (their median, as in the
-    reference) and a spread: the example's own std (``fixed_variance=False``) or one std for all
+    Per example and query the IN and OUT shadow scores — the same number of each for the online
+    attack (see :func:`_balanced`) — give a centre (their median, as in the reference) and a spread: the example's own std (``fixed_variance=False``) or one std for all
     examples (``True``; the reference's choice with few shadows): the shadows' deviations from their
     own example's mean, pooled over examples, queries and (online) both groups. (The reference's
     fixed σ also counts the spread between examples; one σ shared by IN and OUT gives the online
@@ -221,7 +215,7 @@ def lira(target, shadows, shadow_members, *, attack: str = "online", fixed_varia
     x = _runs_array(x[None] if single else x, "target")
     if x.shape[1:] != s.shape[1:]:
         raise ValueError(f"target has (n, queries) = {x.shape[1:]} but shadows {s.shape[1:]}: score the same examples")
-    out = _attack(s, m, x, None, attack, fixed_variance)
+    out = _attack(s, m, x, attack, fixed_variance)
     return out[0] if single else out
 
 
@@ -253,13 +247,15 @@ def leave_one_out(scores, members, *, attack: str = "online", fixed_variance: bo
     ``K`` runs' models on the pool, [K, n] or [K, n, A]; ``members``: bool [K, n], e.g. from
     :func:`membership_masks`. Returns an :class:`AttackResult` with ``K·n`` scores and labels
     ``members`` (see :func:`lira` for the attacks and the handling of few shadows). With LiRA masks
-    each example has ``K/2 − 1`` IN and ``K/2`` OUT shadows, so online LiRA needs ``K ≥ 4``."""
+    each example has ``K/2 − 1`` IN and ``K/2`` OUT shadows; the online attack uses ``K/2 − 1`` of
+    each, so it needs ``K ≥ 4``. One loop over the ``K`` targets, everything else vectorized."""
     _check_attack(attack)
     s = _runs_array(scores, "scores")
     m = _mask_array(members, s.shape[:2], "members")
     if s.shape[0] < 2:
         raise ValueError(f"scores has {s.shape[0]} run(s): leave-one-out needs at least 2 (one target, one shadow)")
-    out = _attack(s, m, s, np.arange(s.shape[0]), attack, fixed_variance)
+    out = np.stack([_attack(np.delete(s, t, 0), np.delete(m, t, 0), s[t:t + 1], attack, fixed_variance,
+                            f" (target {t})")[0] for t in range(s.shape[0])])  # each run the target once, the others its shadows
     if name is None:
         name = attack + (" (fixed variance)" if fixed_variance and attack != "global" else "")
     return AttackResult(name, out.ravel(), m.ravel().copy(), runs=s.shape[0])

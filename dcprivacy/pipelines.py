@@ -115,7 +115,8 @@ def run_pipeline(name: str, x: torch.Tensor, y: torch.Tensor, masks: torch.Tenso
         train_on = members if name == "real" else _subset_mask(members, y, cfg.ipc, seed + 7919)
         epochs = cfg.epochs if name == "real" else cfg.epochs_small
         ens = train_models(factory, x, y, seeds=seeds, members=train_on, device=device, aug_seed=seed,
-                           config=TrainConfig(epochs=epochs, augment=augment), desc=f"{name} models")
+                           config=TrainConfig(epochs=epochs, augment=augment, batch_size=cfg.batch_size),
+                           desc=f"{name} models")
         train_size = train_on.sum(1)
     else:
         images, labels, blocks = [], [], []
@@ -129,7 +130,8 @@ def run_pipeline(name: str, x: torch.Tensor, y: torch.Tensor, masks: torch.Tenso
         block = torch.arange(len(runs) * m, device=device) // m  # model i trains on block i
         own = block.unsqueeze(0) == torch.arange(len(runs), device=device).unsqueeze(1)
         ens = train_models(factory, syn_x, syn_y, seeds=seeds, members=own, device=device, aug_seed=seed,
-                           config=TrainConfig(epochs=cfg.epochs_small, augment=augment), desc=f"{name} models")
+                           config=TrainConfig(epochs=cfg.epochs_small, augment=augment, batch_size=cfg.batch_size),
+                           desc=f"{name} models")
         train_size = own.sum(1)
     logits = query_logits(ens, x, augment=query)  # [runs, pool, queries, classes]
     scores = logit_scaled_confidence(logits, y.view(1, -1, 1))
