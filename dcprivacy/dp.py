@@ -148,6 +148,71 @@ def calibrate_noise(target_epsilon: float, delta: float, sample_rate: float, ste
                                           sample_rate=sample_rate, steps=int(steps), accountant=accountant))
 
 
+def analytic_gaussian_epsilon(noise_multiplier: float, delta: float) -> float:
+    """The exact ε of *one* Gaussian release with noise multiplier σ at ``delta`` (Balle & Wang 2018,
+    Theorem 8): the smallest ε with Φ(1/(2σ) − εσ) − e^ε·Φ(−1/(2σ) − εσ) ≤ δ. No subsampling, no
+    composition: the yardstick the accountants are checked against (σ = 1, δ = 1e-5: ε = 4.377)."""
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+    if not noise_multiplier > 0 or not 0 < delta < 1:
+        raise ValueError(f"noise_multiplier={noise_multiplier}, delta={delta}: need σ > 0 and 0 < δ < 1")
+    a, b = 1 / (2 * noise_multiplier), float(noise_multiplier)
+    delta_of = lambda e: norm.cdf(a - e * b) - math.exp(e) * norm.cdf(-a - e * b)
+    if delta_of(0.0) <= delta:
+        return 0.0
+    return float(brentq(lambda e: delta_of(e) - delta, 0.0, 1.0 + a / b + 40 / b, xtol=1e-12))
+
+
+# --- what an attack may achieve against an (ε, δ)-DP model ---------------------------------------------
+
+def tpr_bound(fpr, epsilon: float, delta: float) -> np.ndarray:
+    """The largest true-positive rate any membership test can have at false-positive rate ``fpr`` against
+    an (ε, δ)-DP mechanism: min(e^ε·FPR + δ, 1 − e^−ε·(1 − δ − FPR), 1) (the two inequalities of DP
+    applied to the test's rejection region and to its complement)."""
+    f = np.clip(np.asarray(fpr, dtype=np.float64), 0.0, 1.0)
+    if math.isinf(epsilon):
+        return np.ones_like(f)
+    return np.clip(np.minimum(np.exp(epsilon) * f + delta, 1 - np.exp(-epsilon) * (1 - delta - f)), 0.0, 1.0)
+
+
+def epsilon_lower_bound(scores, labels, delta: float, *, level: float = 0.95,
+                        fprs=(1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3)) -> dict:
+    """The ε that an attack's ROC proves, with confidence ``level``: the largest ε that no (ε, δ)-DP
+    mechanism could show these scores, beyond sampling noise.
+
+    For the thresholds that give the false-positive rates ``fprs`` (and, read the other way round, the
+    same false-negative rates), Clopper–Pearson bounds at ``level`` (Bonferroni over all of them) give
+    a TPR no lower than ``tpr_lo`` and an FPR no higher than ``fpr_hi``; DP would require
+    ``tpr_lo ≤ e^ε·fpr_hi + δ`` and ``1 − fpr_hi ≤ e^ε·(1 − tpr_lo) + δ``, so
+    ε ≥ max(log((tpr_lo − δ)/fpr_hi), log((1 − fpr_hi − δ)/(1 − tpr_lo))). Returns ``epsilon`` (that
+    maximum, 0 when nothing is proven) and the rows [fpr, tpr, fpr_hi, tpr_lo, ε] it came from. The
+    intervals treat every (model, example) score as an independent trial — an approximation when scores
+    share models and examples."""
+    from scipy.stats import beta
+    from .metrics import _check
+    s, lab = _check(scores, labels)
+    pos, neg = np.sort(s[lab])[::-1], np.sort(s[~lab])[::-1]
+    P, N = len(pos), len(neg)
+    thresholds = []
+    for f in fprs:  # "member when score ≥ t": t from the negatives (FPR) and from the positives (FNR)
+        k = int(np.floor(f * N))
+        thresholds.append(neg[k] + 1e-12 * max(1.0, abs(neg[k])) if k < N else -np.inf)
+        k = int(np.floor(f * P))
+        thresholds.append(pos[P - 1 - k] if k < P else np.inf)
+    alpha = (1 - level) / (2 * len(thresholds))  # two bounds per threshold, Bonferroni
+    rows = []
+    for t in thresholds:
+        tp, fp = int((pos >= t).sum()), int((neg >= t).sum())
+        tpr_lo = beta.ppf(alpha, tp, P - tp + 1) if tp > 0 else 0.0
+        fpr_hi = beta.ppf(1 - alpha, fp + 1, N - fp) if fp < N else 1.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            e1 = np.log((tpr_lo - delta) / fpr_hi) if tpr_lo > delta else -np.inf
+            e2 = np.log((1 - fpr_hi - delta) / (1 - tpr_lo)) if 1 - fpr_hi > delta else -np.inf
+        rows.append([fp / N, tp / P, fpr_hi, tpr_lo, float(max(e1, e2))])
+    rows = np.array(rows)
+    return {"epsilon": float(max(0.0, rows[:, 4].max())), "rows": rows, "level": level}
+
+
 # --- DP distribution matching ------------------------------------------------------------------------
 
 def _subseed(seed: int, stream: int) -> int:
@@ -352,4 +417,5 @@ def dpsgd_train_models(factory: Callable[[int], torch.nn.Module], x: torch.Tenso
 
 
 __all__ = ["ACCOUNTANTS", "clip_rows", "class_sums", "noisy_class_sums", "epsilon", "calibrate_noise",
+           "analytic_gaussian_epsilon", "tpr_bound", "epsilon_lower_bound",
            "DPSyntheticSet", "noise_init", "dp_distribution_matching", "DPSGDResult", "dpsgd_train_models"]
