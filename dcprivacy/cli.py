@@ -78,6 +78,8 @@ def _condense_args(p: argparse.ArgumentParser):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--checkpoint", default=None, help="resume from / save to this file")
+    p.add_argument("--compile", action="store_true",
+                   help="dm: run the embedding through torch.compile (pays off on long runs: see `bench condense`)")
     p.add_argument("--evaluate", type=int, default=0, metavar="MODELS",
                    help="also train this many ConvNets on the result and report test accuracy")
     p.add_argument("--out", required=True, help="where to save the synthetic set (.pt); a .json with "
@@ -102,7 +104,8 @@ def _condense(args) -> int:
     if args.init:
         common["init"] = args.init
     if args.method == "dm":
-        syn = C.distribution_matching(x, y, iterations=args.iterations or prof.dm_iterations, **common)
+        syn = C.distribution_matching(x, y, iterations=args.iterations or prof.dm_iterations, compile=args.compile,
+                                      **common)
     else:
         loops = prof.dc_loops if prof.dc_loops is not None else None
         syn = C.gradient_matching(x, y, iterations=args.iterations or prof.dc_iterations, loops=loops,

@@ -91,6 +91,13 @@ def _condense_run(name: str, x: torch.Tensor, y: torch.Tensor, member: torch.Ten
     return s.images, s.labels, s.init_indices
 
 
+def _on_device(x, y, masks, runs, device):
+    """The pool and masks on the device the runs use (default: the pool's), and the runs as a list."""
+    device = torch.device(device) if device is not None else x.device
+    runs = list(range(masks.shape[0])) if runs is None else list(runs)
+    return device, x.to(device), y.to(device), masks.to(device), runs
+
+
 def run_pipeline(name: str, x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor, test_x: torch.Tensor,
                  test_y: torch.Tensor, *, cfg: MIA = MIA(), runs: Sequence[int] | None = None, seed: int = 0,
                  device=None, query: str = "flip") -> PipelineRuns:
@@ -101,9 +108,7 @@ def run_pipeline(name: str, x: torch.Tensor, y: torch.Tensor, masks: torch.Tenso
     """
     if name not in PIPELINES:
         raise ValueError(f"pipeline {name!r}: allowed values are {', '.join(PIPELINES)}")
-    device = torch.device(device) if device is not None else x.device
-    x, y, masks = x.to(device), y.to(device), masks.to(device)
-    runs = list(range(masks.shape[0])) if runs is None else list(runs)
+    device, x, y, masks, runs = _on_device(x, y, masks, runs, device)
     members = masks[runs]
     started = time.time()
     C = int(y.max()) + 1
@@ -276,9 +281,7 @@ def run_dp_pipeline(name: str, x: torch.Tensor, y: torch.Tensor, masks: torch.Te
     epsilon = cfg.attack_epsilon if epsilon is None else float(epsilon)
     if not epsilon > 0:
         raise ValueError(f"epsilon={epsilon}: must be > 0 (math.inf: the pipeline without noise)")
-    device = torch.device(device) if device is not None else x.device
-    x, y, masks = x.to(device), y.to(device), masks.to(device)
-    runs = list(range(masks.shape[0])) if runs is None else list(runs)
+    device, x, y, masks, runs = _on_device(x, y, masks, runs, device)
     members = masks[runs]
     started = time.time()
     C = int(y.max()) + 1

@@ -33,11 +33,32 @@ def git_commit(path: str | Path | None = None) -> str:
     return (commit + ("+dirty" if dirty else "")) if commit else "unknown"
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_description(device: torch.device | str | None = None) -> str:
     device = torch.device(device) if device is not None else torch.device("cpu")
     if device.type == "cuda" and torch.cuda.is_available():
         return f"cuda: {torch.cuda.get_device_name(device)}"
-    return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return f"cpu: {_cpu_model()} ({platform.machine()}), {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+
+
+def command_line(argv: list[str] | None = None) -> list[str]:
+    """The command that produced a result, without the paths of the machine it ran on."""
+    argv = list(sys.argv if argv is None else argv)
+    if not argv:
+        return []
+    head = Path(argv[0])
+    if head.name == "__main__.py" and head.parent.name == "dcprivacy":
+        return ["python", "-m", "dcprivacy", *argv[1:]]
+    return [head.name, *argv[1:]]
 
 
 def library_versions() -> dict[str, str]:
@@ -81,7 +102,7 @@ def provenance(*, config=None, seed=None, device=None, started: float | None = N
         "seed": seed,
         "wall_time_s": None if started is None else round(time.time() - started, 3),
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": command if command is not None else sys.argv,
+        "command": command if command is not None else command_line(),
     }
 
 

@@ -62,6 +62,13 @@ def test_bench_train_writes_json_with_provenance(tmp_path):
     for key in ("commit", "device", "versions", "config", "seed", "wall_time_s", "finished_utc"):
         assert key in prov
     assert prov["versions"]["torch"]
+    assert prov["command"][:3] == ["python", "-m", "dcprivacy"]  # no path of the machine it ran on
+
+
+def test_command_line_drops_machine_paths():
+    assert provenance.command_line(["/any/where/dcprivacy/__main__.py", "bench", "train"]) == \
+        ["python", "-m", "dcprivacy", "bench", "train"]
+    assert provenance.command_line(["/usr/lib/python3/site-packages/pytest", "-q"]) == ["pytest", "-q"]
 
 
 def test_provenance_block(tmp_path):
