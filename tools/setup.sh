@@ -27,7 +27,10 @@ if ! "$PYTHON" -c "import torch, torchvision" >/dev/null 2>&1; then
   echo "setup: pip install torch torchvision"
   "$PYTHON" -m pip install -q "torch>=2.3,<3" "torchvision>=0.18"
 fi
-if ! "$PYTHON" -c "import dcprivacy, jupyter_book, nbval, opacus, playwright, jupytext" >/dev/null 2>&1 \
+# (checked from outside the checkout: the installed dcprivacy must be this one, as notebook kernels see it)
+here=$(pwd -P)
+if ! (cd / && "$PYTHON" -c "import os, sys, dcprivacy, jupyter_book, nbval, opacus, playwright, jupytext
+sys.exit(os.path.realpath(os.path.dirname(dcprivacy.__file__)) != os.path.join('$here', 'dcprivacy'))") >/dev/null 2>&1 \
    || [ pyproject.toml -nt .setup-stamp ]; then
   echo "setup: pip install -e .[book,test,dp]"
   "$PYTHON" -m pip install -q -e ".[book,test,dp]"
