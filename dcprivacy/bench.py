@@ -182,6 +182,28 @@ def bench_condense(*, width: int = 128, ipc: int = 10, batch_real: int = 256, it
     result["dm_fraction_of_conv_throughput"] = round(dm_flops / best / 1e9 / result["conv_gflops"], 3)
     result["compile_seconds"] = None if compile_s is None else round(compile_s, 1)
 
+    # K condensations sharing their random draws (MIA.shared_draws): one pass over a doubled real batch, of
+    # which each run owns about half, serves all K runs; per run, against one run condensed alone (eager)
+    K = 4
+    real2 = torch.stack([p[:2 * batch_real] for p in pools])
+    w_k = (torch.rand(K, C, 2 * batch_real, generator=g, device=device) < 0.5).float()
+    syn_k = torch.randn(K, C, ipc, 1, 28, 28, device=device, requires_grad=True)
+    opt_k = torch.optim.SGD([syn_k], lr=1.0, momentum=0.5)
+
+    def shared_step():
+        t = sample_transforms(C, DEFAULT_STRATEGY, size, generator=g, device=device)
+        loss = dm_loss(net_cl.embed if device.type == "cpu" else net.embed, real2, w_k, syn_k, transforms=t,
+                       real_chunk=fast_chunk)
+        opt_k.zero_grad()
+        loss.backward()
+        opt_k.step()
+
+    shared_step()
+    t, _ = timed(lambda: run(shared_step, iterations), device)
+    result["dm_shared_runs"] = K
+    result["dm_shared_per_run_s"] = round(t / iterations / K, 4)
+    result["dm_shared_speedup_per_run"] = round(rows["dm_one_pass"] / (t / iterations / K), 3)
+
     if dc:  # DC's matching step: per-class gradients on real and synthetic images, their distance, one image step
         net_dc = make_net("convnet", width=width, seed=seed).to(device)
         yr = torch.arange(C, device=device).view(C, 1).expand(C, batch_real)

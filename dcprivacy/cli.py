@@ -159,6 +159,8 @@ def _attack_args(p: argparse.ArgumentParser):
     p.add_argument("--runs", type=int, default=None, help="K models (even; default: the profile's)")
     p.add_argument("--pool", type=int, default=None, help="pool size (default: the profile's)")
     p.add_argument("--shard", default="0/1", help="i/N: run the i-th of N slices of the K runs (merge with attack-merge)")
+    p.add_argument("--shared-draws", action="store_true",
+                   help="dm pipelines: condense all runs in one batch sharing its random draws (faster; see MIA.shared_draws)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--out", required=True, help="a folder for scores, masks and metrics")
@@ -200,6 +202,8 @@ def _attack(args) -> int:
     started = time.time()
     cfg = get_profile().mia
     cfg = replace(cfg, **{k: v for k, v in dict(runs=args.runs, pool=args.pool).items() if v is not None})
+    if args.shared_draws:
+        cfg = replace(cfg, shared_draws=True)
     if cfg.runs % 2 or cfg.runs < 4:
         raise SystemExit(f"--runs {cfg.runs}: need an even number ≥ 4 (each example is IN for half the runs)")
     i, n, shard_runs = _shard(args.shard, cfg.runs)

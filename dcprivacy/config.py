@@ -77,6 +77,10 @@ class MIA:
     dc_iterations: int = 10
     dc_loops: tuple[int, int] | None = (5, 5)
     train_augment: bool = False  # DSA augmentation while training the models under attack (one recipe for all)
+    # DM pipelines: condense all K runs in one batch that shares every random draw (networks, real batches,
+    # augmentation, noise init): one real forward serves every run. Faster, but the runs then differ only in
+    # their members — as if the attacker knew the condensation's randomness (see chapter 4's exercise).
+    shared_draws: bool = False
     pipelines: tuple[str, ...] = ("real", "subset", "dm", "dm-noise")
     bootstrap: int = 200
     test_size: int = 2000  # test images for each model's accuracy (0: the whole test set)

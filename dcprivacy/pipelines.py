@@ -91,6 +91,20 @@ def _condense_run(name: str, x: torch.Tensor, y: torch.Tensor, member: torch.Ten
     return s.images, s.labels, s.init_indices
 
 
+def _condense_shared(name: str, x: torch.Tensor, y: torch.Tensor, members: torch.Tensor, cfg: MIA, seed: int,
+                     device) -> list[tuple]:
+    """DM for all runs at once with shared random draws (``cfg.shared_draws``). Each iteration samples
+    2·``batch_real`` pool images per class, so that a run, which owns about half of them, matches about
+    ``batch_real`` of its own — as when it condenses alone. A run's result does not depend on which other
+    runs share the batch (every draw is made for the whole pool), so shards agree."""
+    from .condense import distribution_matching
+    sets = distribution_matching(x, y, members=members, ipc=cfg.ipc, width=cfg.width, seed=seed, device=device,
+                                 init="real" if name == "dm" else "noise", iterations=cfg.dm_iterations,
+                                 batch_real=2 * cfg.batch_real, num_classes=int(y.max()) + 1,
+                                 indices=torch.arange(len(y), device=device), desc=f"{name}, {len(members)} runs")
+    return [(s.images, s.labels, s.init_indices) for s in sets]
+
+
 def _on_device(x, y, masks, runs, device):
     """The pool and masks on the device the runs use (default: the pool's), and the runs as a list."""
     device = torch.device(device) if device is not None else x.device
@@ -125,8 +139,12 @@ def run_pipeline(name: str, x: torch.Tensor, y: torch.Tensor, masks: torch.Tenso
         train_size = train_on.sum(1)
     else:
         images, labels, blocks = [], [], []
-        for i, k in enumerate(progress(runs, desc=f"condense {name}", unit="run")):
-            imgs, labs, init = _condense_run(name, x, y, members[i], cfg, seed + k, device)
+        if cfg.shared_draws and name in ("dm", "dm-noise"):
+            per_run = _condense_shared(name, x, y, members, cfg, seed, device)
+        else:
+            per_run = (_condense_run(name, x, y, members[i], cfg, seed + k, device)
+                       for i, k in enumerate(progress(runs, desc=f"condense {name}", unit="run")))
+        for i, (imgs, labs, init) in enumerate(per_run):
             images.append(imgs.to(device))
             labels.append(labs.to(device))
             init_mask[i, init.to(device)] = True

@@ -38,6 +38,22 @@ def test_every_pipeline_produces_scores_for_every_run(pool, name):
     assert res.scores.shape == (4 * 120,)
 
 
+@pytest.mark.parametrize("name", ["dm", "dm-noise"])
+def test_shared_draws_condense_every_run_from_its_own_members_and_shard_cleanly(pool, name):
+    from dataclasses import replace
+    x, y, tx, ty = pool
+    masks = membership_masks(4, len(y), seed=0)
+    cfg = replace(CFG, shared_draws=True)
+    full = P.run_pipeline(name, x, y, masks, tx, ty, cfg=cfg)
+    assert (full.init_mask <= masks).all() and torch.isfinite(full.scores).all()
+    if name == "dm":
+        assert (full.init_mask.sum(1) == 2 * 10).all()
+    part = P.run_pipeline(name, x, y, masks, tx, ty, cfg=cfg, runs=[2, 3])  # a run ignores its batch-mates
+    assert torch.allclose(part.scores, full.scores[2:], atol=1e-6) and torch.equal(part.init_mask, full.init_mask[2:])
+    alone = P.run_pipeline(name, x, y, masks, tx, ty, cfg=CFG)
+    assert not torch.allclose(alone.scores, full.scores)  # independent draws: another experiment
+
+
 def test_subset_is_class_balanced_and_inside_the_members():
     y = torch.arange(10).repeat(20)
     members = membership_masks(4, 200, seed=1)
