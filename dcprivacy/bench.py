@@ -184,7 +184,7 @@ def bench_condense(*, width: int = 128, ipc: int = 10, batch_real: int = 256, it
 
     # K condensations sharing their random draws (MIA.shared_draws): one pass over a doubled real batch, of
     # which each run owns about half, serves all K runs; per run, against one run condensed alone (eager)
-    K = 4
+    K = 16  # the quick MIA profile's runs
     real2 = torch.stack([p[:2 * batch_real] for p in pools])
     w_k = (torch.rand(K, C, 2 * batch_real, generator=g, device=device) < 0.5).float()
     syn_k = torch.randn(K, C, ipc, 1, 28, 28, device=device, requires_grad=True)
