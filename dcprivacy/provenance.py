@@ -21,12 +21,13 @@ _LIBS = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "opacus", "dc
 
 
 def git_commit(path: str | Path | None = None) -> str:
-    """The commit of the checkout holding this package (with ``+dirty`` if it has changes)."""
+    """The commit of the checkout holding this package (with ``+dirty`` if it has changes outside ``results/``)."""
     where = Path(path) if path else Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True,
                                 timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                ":(top,exclude)results"], cwd=where,  # results written since do not count
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
