@@ -142,8 +142,9 @@ def bench_condense(*, width: int = 128, ipc: int = 10, batch_real: int = 256, it
     w = torch.ones(1, C, batch_real, device=device)
     size = (28, 28)
     fast_chunk = 64 if device.type == "cpu" else None  # distribution_matching's defaults
+    fast_net = net_cl if device.type == "cpu" else net
 
-    def one_pass(embed, real_chunk=None):
+    def one_pass(embed, real_chunk=None, real=real, w=w, syn=syn, opt=opt):
         t = sample_transforms(C, DEFAULT_STRATEGY, size, generator=g, device=device)
         loss = dm_loss(embed, real, w, syn, transforms=t, real_chunk=real_chunk)
         opt.zero_grad()
@@ -157,11 +158,11 @@ def bench_condense(*, width: int = 128, ipc: int = 10, batch_real: int = 256, it
     variants = {
         "dm_per_class_loop": lambda: dm_step_per_class(net, pools, syn[0], opt, g, DEFAULT_STRATEGY),
         "dm_one_pass_nchw": lambda: one_pass(net.embed),
-        "dm_one_pass": lambda: one_pass(net_cl.embed if device.type == "cpu" else net.embed, fast_chunk),
+        "dm_one_pass": lambda: one_pass(fast_net.embed, fast_chunk),
     }
     compile_s = None
     if compile:
-        embed_c = torch.compile(net_cl.embed if device.type == "cpu" else net.embed)
+        embed_c = torch.compile(fast_net.embed)
         compile_s, _ = timed(lambda: one_pass(embed_c, fast_chunk), device)
         variants["dm_one_pass_compiled"] = lambda: one_pass(embed_c, fast_chunk)
     dm_flops = flops_img * (C * batch_real + 2 * C * ipc)  # forward real + synthetic, backward synthetic
@@ -189,15 +190,7 @@ def bench_condense(*, width: int = 128, ipc: int = 10, batch_real: int = 256, it
     w_k = (torch.rand(K, C, 2 * batch_real, generator=g, device=device) < 0.5).float()
     syn_k = torch.randn(K, C, ipc, 1, 28, 28, device=device, requires_grad=True)
     opt_k = torch.optim.SGD([syn_k], lr=1.0, momentum=0.5)
-
-    def shared_step():
-        t = sample_transforms(C, DEFAULT_STRATEGY, size, generator=g, device=device)
-        loss = dm_loss(net_cl.embed if device.type == "cpu" else net.embed, real2, w_k, syn_k, transforms=t,
-                       real_chunk=fast_chunk)
-        opt_k.zero_grad()
-        loss.backward()
-        opt_k.step()
-
+    shared_step = lambda: one_pass(fast_net.embed, fast_chunk, real=real2, w=w_k, syn=syn_k, opt=opt_k)
     shared_step()
     t, _ = timed(lambda: run(shared_step, iterations), device)
     result["dm_shared_runs"] = K

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 
 from .augment import apply_transforms, parse_strategy, sample_transforms
-from .condense import SyntheticSet
+from .condense import SyntheticSet, _net_seeds
 from .config import progress
 from .nets import make_net
 
@@ -290,7 +290,7 @@ def dp_distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc:
     syn_y = torch.arange(num_classes, device=device).repeat_interleave(ipc)
     denom = (sample_rate * sizes).to(device).unsqueeze(1)  # public: post-processing
     opt = torch.optim.SGD([syn], lr=lr_img, momentum=momentum)
-    net_seeds = torch.randint(0, 2 ** 62, (iterations,), generator=cpu_gen).tolist()
+    net_seeds = _net_seeds(cpu_gen, iterations)
     losses = torch.zeros(iterations, device=device)
     started = time.time()
     for it in progress(range(iterations), desc=desc, unit="it"):
