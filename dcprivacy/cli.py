@@ -22,12 +22,59 @@ def subcommand(name: str, help: str):
     return deco
 
 
+class UsageError(ValueError):
+    """A bad command line: printed as one line on stderr, exit status 2."""
+
+
 def _emit(result: dict, out: str | None, *, seed=None, config=None, started=None, device=None) -> None:
     from .provenance import write_json
     if out:
         path = write_json(out, result, seed=seed, config=config, started=started, device=device)
         print(f"wrote {path}", file=sys.stderr)
     print(json.dumps(result, indent=2, default=str))
+
+
+def _emit_pair(obj: dict, path: Path, result: dict, record_path: Path | None = None, **prov) -> None:
+    """Write a result file and its JSON record as a pair, after the work (see ``files.save_with_record``)."""
+    from .files import save_with_record
+    from .provenance import record
+    pt, js = save_with_record(obj, path, record(result, **prov), record_path)
+    print(f"wrote {pt} and {js}", file=sys.stderr)
+    print(json.dumps(result, indent=2, default=str))
+
+
+def _int(low: int | None = None, *, even: bool = False, what: str = ""):
+    """An argparse ``type``: a whole number ≥ ``low`` (``even``: and even)."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if low is not None and v < low:
+            raise argparse.ArgumentTypeError(f"must be ≥ {low}{what}, got {v}")
+        if even and v % 2:
+            raise argparse.ArgumentTypeError(f"must be even{what}, got {v}")
+        return v
+    return parse
+
+
+SEED = dict(type=_int(0), default=0, help="random seed (≥ 0)")
+
+
+def _device(text: str | None):
+    """``--device``: a torch device that exists here (default: the package's choice)."""
+    from .config import default_device
+    if text is None:
+        return default_device()
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise UsageError(f"--device {text!r}: expected cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {text}: no CUDA device is available here; use --device cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"--device {text}: expected cpu, cuda or cuda:N")
+    return device
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -69,18 +116,20 @@ def _profile(args) -> int:
 def _condense_args(p: argparse.ArgumentParser):
     p.add_argument("--dataset", choices=("fashionmnist", "cifar10"), default="fashionmnist")
     p.add_argument("--method", choices=("dm", "dc", "dsa"), required=True)
-    p.add_argument("--ipc", type=int, default=10, help="synthetic images per class")
-    p.add_argument("--iterations", type=int, default=None, help="default: the active profile's")
+    p.add_argument("--ipc", type=_int(1), default=10, help="synthetic images per class")
+    p.add_argument("--iterations", type=_int(1), default=None, help="default: the active profile's")
     p.add_argument("--init", choices=("real", "noise"), default=None, help="default: the method's own")
-    p.add_argument("--width", type=int, default=None, help="ConvNet width (default: the profile's)")
-    p.add_argument("--per-class-pool", type=int, default=None,
+    p.add_argument("--width", type=_int(1), default=None, help="ConvNet width (default: the profile's)")
+    p.add_argument("--per-class-pool", type=_int(0), default=None,
                    help="condense from this many real images per class (0: all; default: the profile's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", **SEED)
     p.add_argument("--device", default=None)
-    p.add_argument("--checkpoint", default=None, help="resume from / save to this file")
+    p.add_argument("--checkpoint", default=None, help="resume from / save to this file (.pt)")
+    p.add_argument("--checkpoint-every", type=_int(1), default=None, metavar="N",
+                   help="with --checkpoint: save every N iterations (default: a tenth of the run) and at the end")
     p.add_argument("--compile", action="store_true",
                    help="dm: run the embedding through torch.compile (pays off on long runs: see `bench condense`)")
-    p.add_argument("--evaluate", type=int, default=0, metavar="MODELS",
+    p.add_argument("--evaluate", type=_int(0), default=0, metavar="MODELS",
                    help="also train this many ConvNets on the result and report test accuracy")
     p.add_argument("--out", required=True, help="where to save the synthetic set (.pt); a .json with "
                    "provenance is written beside it")
@@ -89,29 +138,39 @@ def _condense_args(p: argparse.ArgumentParser):
 @subcommand("condense", "condense a dataset with DM, DC or DSA; save the synthetic set and a JSON record")(_condense_args)
 def _condense(args) -> int:
     from . import condense as C
-    from .config import default_device, get_profile
+    from .config import get_profile
     from .data import class_balanced_subset, load_dataset
+    from .files import check_out_path
     started = time.time()
     prof = get_profile().condense
-    device = args.device or default_device()
-    ds = load_dataset(args.dataset)
+    out = check_out_path(args.out, suffix=".pt")
+    if args.checkpoint is not None:
+        ckpt = check_out_path(args.checkpoint, suffix=".pt", what="--checkpoint")
+        if ckpt.resolve() in (out.resolve(), out.with_suffix(".json").resolve()):
+            raise UsageError(f"--checkpoint {ckpt}: must differ from --out and its .json record")
+    elif args.checkpoint_every is not None:
+        raise UsageError("--checkpoint-every needs --checkpoint FILE (where to save)")
+    device = _device(args.device)
     pool = prof.per_class_pool if args.per_class_pool is None else args.per_class_pool
+    if pool and pool < args.ipc:
+        raise UsageError(f"--per-class-pool {pool}: must be ≥ --ipc {args.ipc} (or 0 for the whole training set)")
+    width = prof.width if args.width is None else args.width
+    iterations = (prof.dm_iterations if args.method == "dm" else prof.dc_iterations) \
+        if args.iterations is None else args.iterations
+    ds = load_dataset(args.dataset)
     idx = class_balanced_subset(ds.train_y, pool, seed=args.seed) if pool else torch.arange(len(ds.train_y))
     x, y = ds.train_x[idx].to(device), ds.train_y[idx].to(device)
-    width = args.width or prof.width
     common = dict(ipc=args.ipc, width=width, seed=args.seed, indices=idx, device=device,
-                  checkpoint=args.checkpoint, batch_real=prof.batch_real)
+                  checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, batch_real=prof.batch_real,
+                  iterations=iterations)
     if args.init:
         common["init"] = args.init
     if args.method == "dm":
-        syn = C.distribution_matching(x, y, iterations=args.iterations or prof.dm_iterations, compile=args.compile,
-                                      **common)
+        syn = C.distribution_matching(x, y, compile=args.compile, **common)
     else:
         loops = prof.dc_loops if prof.dc_loops is not None else None
-        syn = C.gradient_matching(x, y, iterations=args.iterations or prof.dc_iterations, loops=loops,
-                                  augment=C.DEFAULT_STRATEGY if args.method == "dsa" else None, **common)
-    out = Path(args.out)
-    syn.save(out)
+        syn = C.gradient_matching(x, y, loops=loops, augment=C.DEFAULT_STRATEGY if args.method == "dsa" else None,
+                                  **common)
     result = {"kind": "condense", "dataset": args.dataset, "method": syn.method, "ipc": args.ipc,
               "synthetic_set": str(out), "seconds": syn.history["seconds"],
               "seconds_per_iteration": syn.history["seconds"] / max(1, syn.config["iterations"]),
@@ -119,30 +178,37 @@ def _condense(args) -> int:
     if args.evaluate:
         result["evaluation"] = C.evaluate_synthetic(syn, ds.test_x, ds.test_y, models=args.evaluate, width=width,
                                                     seed=args.seed, device=device)
-    _emit(result, str(out.with_suffix(".json")), seed=args.seed, config=vars(args), started=started, device=device)
+    # the set and its record, together, after all the work (a kill before leaves neither new file)
+    _emit_pair(syn.to_dict(), out, result, seed=args.seed, config=vars(args), started=started, device=device)
     return 0
 
 
 def _evaluate_args(p: argparse.ArgumentParser):
     p.add_argument("synthetic", help="a synthetic set saved by `condense` (.pt)")
     p.add_argument("--dataset", choices=("fashionmnist", "cifar10"), default="fashionmnist")
-    p.add_argument("--models", type=int, default=5)
-    p.add_argument("--epochs", type=int, default=None, help="default: 300 for DC, 1000 with augmentation")
-    p.add_argument("--width", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--models", type=_int(1), default=5)
+    p.add_argument("--epochs", type=_int(1), default=None, help="default: 300 for DC, 1000 with augmentation")
+    p.add_argument("--width", type=_int(1), default=128)
+    p.add_argument("--seed", **SEED)
     p.add_argument("--device", default=None)
-    p.add_argument("--out", default=None, help="write the result as JSON with provenance here")
+    p.add_argument("--out", default=None, help="write the result as JSON with provenance here (.json)")
 
 
 @subcommand("evaluate", "train ConvNets on a saved synthetic set with the literature's protocol")(_evaluate_args)
 def _evaluate(args) -> int:
     from .condense import SyntheticSet, evaluate_synthetic
-    from .config import default_device
     from .data import load_dataset
+    from .files import check_out_path
     started = time.time()
+    if args.out is not None:
+        check_out_path(args.out, suffix=".json")
+    device = _device(args.device)
     syn = SyntheticSet.load(args.synthetic)
     ds = load_dataset(args.dataset)
-    device = args.device or default_device()
+    if tuple(syn.images.shape[1:]) != tuple(ds.train_x.shape[1:]) or syn.num_classes > ds.num_classes:
+        raise UsageError(f"{args.synthetic}: images {tuple(syn.images.shape[1:])} with {syn.num_classes} classes "
+                         f"do not fit {args.dataset} ({tuple(ds.train_x.shape[1:])}, {ds.num_classes} classes); "
+                         f"pass the --dataset it was condensed from")
     result = {"kind": "evaluate", "dataset": args.dataset, "method": syn.method, "ipc": syn.ipc,
               "synthetic_set": args.synthetic, "condense_config": syn.config,
               **evaluate_synthetic(syn, ds.test_x, ds.test_y, models=args.models, epochs=args.epochs,
@@ -156,23 +222,43 @@ def _evaluate(args) -> int:
 def _attack_args(p: argparse.ArgumentParser):
     p.add_argument("--pipeline", required=True, choices=("real", "subset", "dm", "dm-noise", "dc", "dsa"))
     p.add_argument("--dataset", choices=("fashionmnist", "cifar10"), default="fashionmnist")
-    p.add_argument("--runs", type=int, default=None, help="K models (even; default: the profile's)")
-    p.add_argument("--pool", type=int, default=None, help="pool size (default: the profile's)")
-    p.add_argument("--shard", default="0/1", help="i/N: run the i-th of N slices of the K runs (merge with attack-merge)")
+    p.add_argument("--runs", type=_int(4, even=True, what=" (each example is IN for half the runs)"), default=None,
+                   help="K models (even, ≥ 4; default: the profile's)")
+    p.add_argument("--pool", type=_int(2), default=None, help="pool size (default: the profile's)")
+    p.add_argument("--shard", default="0/1",
+                   help="i/N: run the i-th of N slices of the K runs (merge with attack-merge); 'auto': take i and "
+                        "N from a Slurm job array (SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT)")
     p.add_argument("--shared-draws", action="store_true",
                    help="dm pipelines: condense all runs in one batch sharing its random draws (faster; see MIA.shared_draws)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=_int(1), default=None, metavar="N",
+                   help="save each run's condensation every N iterations (default: a tenth of the run)")
+    p.add_argument("--seed", **SEED)
     p.add_argument("--device", default=None)
-    p.add_argument("--out", required=True, help="a folder for scores, masks and metrics")
+    p.add_argument("--out", required=True, help="a folder for scores, masks and metrics; runs already finished "
+                   "there are not run again")
 
 
 def _shard(text: str, runs: int) -> tuple[int, int, list[int]]:
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise SystemExit(f"--shard {text!r}: expected i/N with 0 ≤ i < N, e.g. 0/4")
+    import os
+    if text == "auto":
+        env = {k: os.environ.get(f"SLURM_ARRAY_TASK_{k}") for k in ("ID", "COUNT", "MIN")}
+        if env["ID"] is None or env["COUNT"] is None:
+            raise UsageError("--shard auto: SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT are not set; run it "
+                             "inside a Slurm job array (sbatch --array=0-N) or give --shard i/N")
+        try:
+            i, n = int(env["ID"]) - int(env["MIN"] or 0), int(env["COUNT"])
+        except ValueError:
+            raise UsageError(f"--shard auto: SLURM_ARRAY_TASK_ID={env['ID']!r}, SLURM_ARRAY_TASK_COUNT="
+                             f"{env['COUNT']!r}, SLURM_ARRAY_TASK_MIN={env['MIN']!r} are not whole numbers") from None
+        text = f"{i}/{n} (from Slurm)"
+    else:
+        try:
+            i, n = (int(v) for v in text.split("/"))
+        except ValueError:
+            raise UsageError(f"--shard {text!r}: expected i/N with 0 ≤ i < N, e.g. 0/4, or auto") from None
     if not (0 <= i < n <= runs):
-        raise SystemExit(f"--shard {text!r}: need 0 ≤ i < N ≤ runs ({runs})")
+        raise UsageError(f"--shard {text}: need 0 ≤ i < N ≤ runs ({runs}); a Slurm array needs --array=0-{runs - 1} "
+                         f"or fewer tasks")
     return i, n, list(range(i * runs // n, (i + 1) * runs // n))
 
 
@@ -191,73 +277,197 @@ def _attack_report(runs, masks, y, cfg, seed) -> dict:
     return out
 
 
+# What a shard or run file says about the experiment it belongs to; attack-merge compares these.
+IDENTITY = ("pipeline", "dataset", "seed", "K", "pool_size", "config", "code", "query")
+
+
+def _identity(args, cfg, pool_idx, masks) -> dict:
+    from dataclasses import asdict
+
+    from .pipelines import _code_fingerprint
+    return {"pipeline": args.pipeline, "dataset": args.dataset, "seed": args.seed, "K": cfg.runs,
+            "pool_size": len(pool_idx), "config": asdict(cfg), "code": _code_fingerprint(), "query": "flip",
+            "pool_idx": pool_idx, "masks": masks}
+
+
+def _differs(a: dict, b: dict) -> str | None:
+    """The first field in which two self-described files disagree, as ``field (a ≠ b)``; None if none."""
+    for k in (*IDENTITY, "pool_idx", "masks"):
+        x, y = a.get(k), b.get(k)
+        same = torch.equal(x, y) if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and \
+            x.shape == y.shape else x == y
+        if not same:
+            if k == "config" and isinstance(x, dict) and isinstance(y, dict):
+                keys = sorted(set(x) | set(y), key=str)
+                k2 = next(k2 for k2 in keys if x.get(k2) != y.get(k2))
+                return f"config.{k2} ({x.get(k2)!r} ≠ {y.get(k2)!r})"
+            if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
+                return f"{k} (different {'membership masks' if k == 'masks' else 'pool examples'})"
+            return f"{k} ({x!r} ≠ {y!r})"
+    return None
+
+
+def _load_described(path: Path, kind: str, what: str) -> dict:
+    from .files import FileError, expect, load
+    d = expect(load(path, what=what), kind, path, what)
+    if d.get("format") != kind:
+        raise FileError(f"{what} {path}: written by an older dcprivacy without a description of its experiment; "
+                        f"run it again")
+    missing = [k for k in (*IDENTITY, "pool_idx", "masks", "runs") if k not in d]
+    if missing:
+        raise FileError(f"{what} {path}: missing {', '.join(missing)}; run it again")
+    return d
+
+
+def _run_file(folder: Path, pipeline: str, k: int) -> Path:
+    return folder / "runs" / f"{pipeline}-run-{k}.pt"
+
+
+def _finished_run(path: Path, ident: dict, k: int):
+    """The result of run ``k`` if ``path`` holds it for this very experiment; None if absent."""
+    from .pipelines import PipelineRuns
+    if not path.exists():
+        return None
+    d = _load_described(path, "dcprivacy.attack-run", "run file")
+    why = _differs(d, ident)
+    if why:
+        raise UsageError(f"run file {path} belongs to another experiment: {why}; remove it or choose another --out")
+    runs = PipelineRuns.from_dict(d["runs"], where=f"run file {path}")
+    if runs.runs != [k]:
+        raise UsageError(f"run file {path} holds runs {runs.runs}, expected [{k}]; remove it")
+    return runs
+
+
 @subcommand("attack", "train K models of one pipeline on LiRA masks and attack them (or one shard of the K)")(_attack_args)
 def _attack(args) -> int:
     from dataclasses import replace
 
-    from .config import default_device, get_profile
+    from .config import get_profile
     from .data import class_balanced_subset, load_dataset
+    from .files import check_out_dir, save
     from .mia import membership_masks
-    from .pipelines import run_pipeline
+    from .pipelines import PipelineRuns, run_pipeline
     started = time.time()
     cfg = get_profile().mia
     cfg = replace(cfg, **{k: v for k, v in dict(runs=args.runs, pool=args.pool).items() if v is not None})
     if args.shared_draws:
         cfg = replace(cfg, shared_draws=True)
     if cfg.runs % 2 or cfg.runs < 4:
-        raise SystemExit(f"--runs {cfg.runs}: need an even number ≥ 4 (each example is IN for half the runs)")
+        raise UsageError(f"--runs {cfg.runs}: need an even number ≥ 4 (each example is IN for half the runs)")
     i, n, shard_runs = _shard(args.shard, cfg.runs)
-    device = args.device or default_device()
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out}: exists and is not a folder")
+    device = _device(args.device)
     ds = load_dataset(args.dataset)
+    if cfg.pool // ds.num_classes < 2:
+        raise UsageError(f"--pool {cfg.pool}: need at least 2 examples per class ({2 * ds.num_classes} for "
+                         f"{args.dataset})")
     pool_idx = class_balanced_subset(ds.train_y, cfg.pool // ds.num_classes, seed=args.seed)
+    pool_y = ds.train_y[pool_idx]
     masks = membership_masks(cfg.runs, len(pool_idx), seed=args.seed)
+    if args.pipeline in ("dm", "dsa"):  # real initialisation: every run needs ipc members of each class
+        per_class = torch.stack([(masks & (pool_y == c)).sum(1) for c in range(ds.num_classes)], 1)
+        if int(per_class.min()) < cfg.ipc:
+            raise UsageError(f"--pool {cfg.pool}: some run has only {int(per_class.min())} member(s) of a class, "
+                             f"fewer than ipc={cfg.ipc}; use a pool of at least {4 * cfg.ipc * ds.num_classes}")
+    out = check_out_dir(args.out)
+    ident = _identity(args, cfg, pool_idx, masks)
     n_test = cfg.test_size or len(ds.test_y)
-    runs = run_pipeline(args.pipeline, ds.train_x[pool_idx].to(device), ds.train_y[pool_idx].to(device), masks,
-                        ds.test_x[:n_test], ds.test_y[:n_test], cfg=cfg, runs=shard_runs, seed=args.seed,
-                        device=device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    # Runs go one at a time on a CPU (training is a loop over models there anyway), all together on a GPU
+    # (vectorized) or with shared draws; each finished group is saved, and found again after a kill.
+    whole = device.type == "cuda" or (cfg.shared_draws and args.pipeline in ("dm", "dm-noise"))
+    groups = [shard_runs] if whole else [[k] for k in shard_runs]
+    parts = []
+    for group in groups:
+        found = [_finished_run(_run_file(out, args.pipeline, k), ident, k) for k in group]
+        if all(f is not None for f in found):
+            parts += found
+            print(f"run(s) {group}: already finished in {out / 'runs'}", file=sys.stderr)
+            continue
+        runs = run_pipeline(args.pipeline, ds.train_x[pool_idx].to(device), pool_y.to(device), masks,
+                            ds.test_x[:n_test], ds.test_y[:n_test], cfg=cfg, runs=group, seed=args.seed,
+                            device=device, checkpoints=out / "runs", checkpoint_every=args.checkpoint_every)
+        for j, k in enumerate(group):
+            one = PipelineRuns(runs.name, [k], *(getattr(runs, f)[j:j + 1] for f in
+                                                 ("scores", "logits", "test_accuracy", "init_mask", "train_size")),
+                               runs.seconds / len(group), runs.config)
+            save({"format": "dcprivacy.attack-run", **ident, "runs": one.to_dict()},
+                 _run_file(out, args.pipeline, k))
+            parts.append(one)
+    runs = PipelineRuns.merge(parts)
     stem = f"{args.pipeline}-shard-{i}-of-{n}"
-    torch.save({"runs": runs, "masks": masks, "pool_idx": pool_idx, "pool_y": ds.train_y[pool_idx]}, out / f"{stem}.pt")
+    shard = {"format": "dcprivacy.attack-shard", **ident, "shard": [i, n], "pool_y": pool_y, "runs": runs.to_dict()}
     result = {"kind": "attack-shard", "pipeline": args.pipeline, "dataset": args.dataset, "shard": [i, n],
               "runs": shard_runs, "seconds": runs.seconds, "test_accuracy": runs.test_accuracy.tolist()}
+    record = out / f"{stem}.json"
     if n == 1:
         result = {"kind": "attack", "pipeline": args.pipeline, "dataset": args.dataset, "runs": cfg.runs,
-                  "pool": cfg.pool, **_attack_report(runs, masks, ds.train_y[pool_idx], cfg, args.seed)}
-        stem = args.pipeline
-    _emit(result, str(out / f"{stem}.json"), seed=args.seed, config={"args": vars(args), "mia": cfg},
-          started=started, device=device)
+                  "pool": cfg.pool, **_attack_report(runs, masks, pool_y, cfg, args.seed)}
+        record = out / f"{args.pipeline}.json"
+    _emit_pair(shard, out / f"{stem}.pt", result, record, seed=args.seed, config={"args": vars(args), "mia": cfg},
+               started=started, device=device)
     return 0
 
 
 def _merge_args(p: argparse.ArgumentParser):
     p.add_argument("folder", help="the --out folder of the shards")
-    p.add_argument("--pipeline", required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pipeline", required=True, choices=("real", "subset", "dm", "dm-noise", "dc", "dsa"))
+    p.add_argument("--seed", **SEED)
 
 
 @subcommand("attack-merge", "merge the shards of an attack and compute its metrics")(_merge_args)
 def _attack_merge(args) -> int:
+    import re
     from dataclasses import replace
 
     from .config import MIA
     from .pipelines import PipelineRuns
     started = time.time()
     folder = Path(args.folder)
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: no such folder (give the --out folder of `attack`)")
     files = sorted(folder.glob(f"{args.pipeline}-shard-*-of-*.pt"))
     if not files:
-        raise SystemExit(f"no shards of {args.pipeline} in {folder} (expected {args.pipeline}-shard-i-of-N.pt)")
-    parts = [torch.load(f, map_location="cpu", weights_only=False) for f in files]
-    n = {int(f.stem.rsplit("-of-", 1)[1]) for f in files}
-    masks = parts[0]["masks"]
-    runs = PipelineRuns.merge([p["runs"] for p in parts])
-    if len(n) != 1 or sorted(runs.runs) != list(range(masks.shape[0])):
-        raise SystemExit(f"shards of {args.pipeline} cover runs {sorted(runs.runs)} of {masks.shape[0]}: "
-                         f"run the missing ones first")
-    cfg = replace(MIA(), **{k: v for k, v in runs.config.items() if k in MIA.__dataclass_fields__})
-    result = {"kind": "attack", "pipeline": args.pipeline, "runs": masks.shape[0], "pool": masks.shape[1],
-              "merged_from": [f.name for f in files],
-              **_attack_report(runs, masks, parts[0]["pool_y"], cfg, args.seed)}
+        raise UsageError(f"no shards of {args.pipeline} in {folder} (expected {args.pipeline}-shard-i-of-N.pt)")
+    parts, first = [], None
+    for f in files:
+        d = _load_described(f, "dcprivacy.attack-shard", "shard")
+        m = re.fullmatch(rf"{re.escape(args.pipeline)}-shard-(\d+)-of-(\d+)", f.stem)
+        if m is None or [int(m[1]), int(m[2])] != list(d.get("shard", [])):
+            raise UsageError(f"shard {f.name}: its name does not match its contents (shard {d.get('shard')})")
+        if first is None:
+            first = (f, d)
+        else:
+            why = _differs(d, first[1])
+            if why:
+                raise UsageError(f"shard {f.name} and shard {first[0].name} come from different experiments: {why}; "
+                                 f"remove the stale one")
+            if d["shard"][1] != first[1]["shard"][1]:
+                raise UsageError(f"shard {f.name} splits the runs into {d['shard'][1]} but {first[0].name} into "
+                                 f"{first[1]['shard'][1]}; remove the stale split")
+        parts.append(PipelineRuns.from_dict(d["runs"], where=f"shard {f}"))
+    d, K = first[1], first[1]["K"]
+    seen = {}
+    for f, p in zip(files, parts):
+        for r in p.runs:
+            if r in seen:
+                raise UsageError(f"run {r} appears in both {seen[r]} and {f.name}; remove the duplicate shard")
+            seen[r] = f.name
+    missing = sorted(set(range(K)) - set(seen))
+    if missing:
+        n = d["shard"][1]
+        need = [i for i in range(n) if any(i * K // n <= k < (i + 1) * K // n for k in missing)]
+        raise UsageError(f"shards of {args.pipeline} miss run(s) {missing} of {K}: run --shard "
+                         f"{', '.join(f'{i}/{n}' for i in need)} first")
+    if args.seed != d["seed"]:
+        print(f"note: the shards were run with --seed {d['seed']}; the bootstrap uses --seed {args.seed}",
+              file=sys.stderr)
+    masks = d["masks"]
+    runs = PipelineRuns.merge(parts)
+    cfg = replace(MIA(), **{k: v for k, v in d["config"].items() if k in MIA.__dataclass_fields__})
+    result = {"kind": "attack", "pipeline": args.pipeline, "dataset": d["dataset"], "runs": K,
+              "pool": masks.shape[1], "shard_seed": d["seed"], "merged_from": [f.name for f in files],
+              **_attack_report(runs, masks, d["pool_y"], cfg, args.seed)}
     _emit(result, str(folder / f"{args.pipeline}.json"), seed=args.seed, config={"mia": cfg}, started=started)
     return 0
 
@@ -270,18 +480,23 @@ BENCHMARKS = ("train", "condense", "shadows")
 def _bench_args(p: argparse.ArgumentParser):
     p.add_argument("which", choices=BENCHMARKS, help="what to measure")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--models", type=int, default=8, help="train/shadows: models trained")
-    p.add_argument("--width", type=int, default=None, help="ConvNet width (default: per benchmark)")
-    p.add_argument("--epochs", type=int, default=None, help="train/shadows: epochs")
-    p.add_argument("--iterations", type=int, default=None, help="condense: timed iterations")
+    p.add_argument("--models", type=_int(1), default=8, help="train/shadows: models trained")
+    p.add_argument("--width", type=_int(1), default=None, help="ConvNet width (default: per benchmark)")
+    p.add_argument("--epochs", type=_int(1), default=None, help="train/shadows: epochs")
+    p.add_argument("--iterations", type=_int(1), default=None, help="condense: timed iterations")
     p.add_argument("--no-compile", action="store_true", help="condense: skip the torch.compile variant")
-    p.add_argument("--out", default=None, help="also write the result as JSON with provenance here")
+    p.add_argument("--out", default=None, help="also write the result as JSON with provenance here (.json)")
 
 
 @subcommand("bench", "measure the fast paths against their baselines in one run")(_bench_args)
 def _bench(args) -> int:
     from . import bench
+    from .files import check_out_path
     started = time.time()
+    if args.out is not None:
+        check_out_path(args.out, suffix=".json")
+    if args.device is not None:
+        _device(args.device)
     kw = {k: v for k, v in dict(width=args.width, epochs=args.epochs, iterations=args.iterations).items()
           if v is not None}
     if args.which == "train":
@@ -297,19 +512,41 @@ def _bench(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``prog: error: …``), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    """Run a subcommand. Bad arguments, unsafe or damaged files and missing data end with one line on
+    stderr and exit status 2 (``DCPRIVACY_TRACEBACK=1`` shows the traceback instead)."""
+    import os
+
+    from .data import DataCorruptError, DataNotFoundError
+    parser = _Parser(
         prog="python -m dcprivacy",
         description="Does dataset condensation give privacy for free? The book's experiments from a terminal. "
                     "Sizes follow the active profile (DCPRIVACY_PROFILE=quick|standard|paper).")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (help_, configure, _) in SUBCOMMANDS.items():
         configure(sub.add_parser(name, help=help_, description=help_))
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
-    return SUBCOMMANDS[args.command][2](args)
+    try:
+        return SUBCOMMANDS[args.command][2](args)
+    except (ValueError, DataNotFoundError, DataCorruptError) as e:
+        if os.environ.get("DCPRIVACY_TRACEBACK"):
+            raise
+        print(f"python -m dcprivacy {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

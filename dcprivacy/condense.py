@@ -68,15 +68,41 @@ class SyntheticSet:
     def real_init(self) -> bool:
         return self.init_indices.numel() > 0
 
+    def to_dict(self) -> dict:
+        """A plain dict of tensors and plain values (what :meth:`save` writes)."""
+        return {"format": "dcprivacy.SyntheticSet", "version": 1, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict, *, where: str = "synthetic set") -> "SyntheticSet":
+        """The inverse of :meth:`to_dict`, checked: shapes, dtypes and finite images."""
+        from .files import FileError, expect
+        expect(d, "dcprivacy.SyntheticSet", where, "synthetic set")
+        missing = [k for k in ("images", "labels", "init_indices", "method") if k not in d]
+        if missing:
+            raise FileError(f"{where}: not a synthetic set (missing {', '.join(missing)})")
+        syn = cls(**{k: d[k] for k in ("images", "labels", "init_indices", "method", "config", "history") if k in d})
+        x, y = syn.images, syn.labels
+        if not (isinstance(x, torch.Tensor) and x.dim() == 4 and x.is_floating_point() and len(x) > 0):
+            raise FileError(f"{where}: images must be a non-empty float tensor [N, C, H, W]")
+        if not (isinstance(y, torch.Tensor) and y.dim() == 1 and not y.is_floating_point() and len(y) == len(x)
+                and int(y.min()) >= 0):
+            raise FileError(f"{where}: labels must be {len(x)} non-negative integer class indices, one per image")
+        if not bool(torch.isfinite(x).all()):
+            bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
+            raise FileError(f"{where}: {bad} image(s) hold NaN or infinite pixels; the condensation diverged "
+                            f"(lower lr_img) or the file was altered")
+        return syn
+
     def save(self, path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(asdict(self), path)
-        return path
+        """Write the set to ``path`` (atomically; readable with :meth:`load`)."""
+        from .files import save
+        return save(self.to_dict(), path)
 
     @classmethod
     def load(cls, path) -> "SyntheticSet":
-        return cls(**torch.load(path, map_location="cpu", weights_only=False))
+        """Read a set written by :meth:`save` (tensors and plain values only: ``weights_only=True``)."""
+        from .files import load
+        return cls.from_dict(load(path, what="synthetic set"), where=f"synthetic set {path}")
 
 
 # --- shared pieces ---------------------------------------------------------------------------------
@@ -160,13 +186,25 @@ def _net_seeds(generator: torch.Generator, n: int) -> list[int]:
     return torch.randint(0, 2 ** 62, (n,), generator=generator).tolist()
 
 
-def _check(real_x, real_y, ipc, iterations, num_classes):
-    if real_x.shape[0] != real_y.shape[0]:
-        raise ValueError(f"real_x has {real_x.shape[0]} rows but real_y has {real_y.shape[0]}")
-    if ipc < 1 or iterations < 0:
-        raise ValueError(f"ipc={ipc}, iterations={iterations}: need ipc ≥ 1 and iterations ≥ 0")
+def _check(real_x, real_y, ipc, iterations, num_classes, **numbers) -> int:
+    """Arguments of a condensation, before any work: shapes, dtypes, finite values and ranges
+    (``numbers``: name → value of the positive finite hyper-parameters, e.g. ``lr_img``); the number
+    of classes (``num_classes``, or one more than the largest label)."""
+    from . import checks
+    checks.images(real_x, "real_x")
+    checks.labels(real_y, "real_y", rows=real_x.shape[0])
+    checks.number(ipc, "ipc", low=1, integer=True)
+    checks.number(iterations, "iterations", low=0, integer=True)
+    num_classes = int(real_y.max()) + 1 if num_classes is None else num_classes
     if num_classes < 1:
         raise ValueError("num_classes must be at least 1")
+    checks.labels(real_y, "real_y", num_classes=num_classes)
+    for name, value in numbers.items():
+        if value is not None:
+            integer = name in ("width", "depth", "batch_real", "batch_train", "checkpoint_every")
+            checks.number(value, name, low=0 if name == "momentum" else (1 if integer else 0),
+                          low_open=not integer and name != "momentum", integer=integer)
+    return num_classes
 
 
 def _finish(images, init_idx, indices, labels, method, config, losses, snaps, started, R) -> list[SyntheticSet]:
@@ -183,19 +221,31 @@ def _finish(images, init_idx, indices, labels, method, config, losses, snaps, st
 
 
 def _save_checkpoint(path, config, syn, opt, gen, iteration, losses):
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": config, "images": syn.detach().cpu(), "optimizer": opt.state_dict(),
-                "generator": gen.get_state(), "iteration": iteration, "losses": losses[:iteration].cpu()}, path)
+    from .files import save
+    save({"format": "dcprivacy.checkpoint", "config": config, "images": syn.detach().cpu(),
+          "optimizer": opt.state_dict(), "generator": gen.get_state(), "iteration": iteration,
+          "losses": losses[:iteration].cpu()}, path)
+
+
+def _checkpoint_due(checkpoint, every: int, it: int, iterations: int) -> bool:
+    """Save after iteration ``it`` (1-based): every ``every`` iterations and after the last one."""
+    return checkpoint is not None and (it % every == 0 or it == iterations)
 
 
 def _resume(path, config, syn, opt, gen, losses) -> int:
     """Load a checkpoint written by the same configuration into the running state; its iteration."""
+    from .files import FileError, expect, load
     if path is None or not Path(path).exists():
         return 0
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = expect(load(path, what="checkpoint"), "dcprivacy.checkpoint", path, "checkpoint")
+    if any(k not in state for k in ("config", "images", "optimizer", "generator", "iteration", "losses")):
+        raise FileError(f"checkpoint {path}: not a condensation checkpoint; delete it or choose another path")
     if state.get("config") != config:
         raise ValueError(f"checkpoint {path} was written by a different configuration; delete it or "
                          f"choose another path")
+    if tuple(state["images"].shape) != tuple(syn.shape) or not bool(torch.isfinite(state["images"]).all()):
+        raise FileError(f"checkpoint {path}: images of shape {tuple(state['images'].shape)} (expected "
+                        f"{tuple(syn.shape)}, finite); delete it or choose another path")
     with torch.no_grad():
         syn.copy_(state["images"].to(syn.device))
     opt.load_state_dict(state["optimizer"])
@@ -241,7 +291,7 @@ def distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: in
                           depth: int = 3, num_classes: int | None = None, seed: int = 0,
                           indices: torch.Tensor | None = None, members: torch.Tensor | None = None,
                           snapshots=(), callback: Callable | None = None, callback_every: int = 100,
-                          checkpoint=None, checkpoint_every: int = 1000, device=None, compile: bool = False,
+                          checkpoint=None, checkpoint_every: int | None = None, device=None, compile: bool = False,
                           channels_last: bool | None = None, real_chunk: int | None = None,
                           desc: str = "DM") -> SyntheticSet | list[SyntheticSet]:
     """Condense ``real_x``/``real_y`` into ``ipc`` images per class by distribution matching.
@@ -252,14 +302,16 @@ def distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: in
     share every random draw (init noise, networks, batches, augmentation) and differ only in which
     real images they may use — returns a list of R sets. ``batch_real=None`` uses every real image
     in every iteration. ``snapshots``: iterations at which to keep a copy of the images.
-    ``checkpoint``: a file to resume from and to save to every ``checkpoint_every`` iterations.
+    ``checkpoint``: a file to resume from and to save to every ``checkpoint_every`` iterations (default
+    a tenth of the run) and after the last one.
     ``compile``: run the embedding through ``torch.compile`` (fuses normalisation, ReLU and pooling;
     pays a compilation of tens of seconds once). ``channels_last`` (default: on a CPU, for the ConvNet)
     and ``real_chunk`` (default: 64 on a CPU, all at once on a GPU) change the memory layout and the
     order of work, not the result; ``python -m dcprivacy bench condense`` measures what they buy.
     """
-    num_classes = int(real_y.max()) + 1 if num_classes is None else num_classes
-    _check(real_x, real_y, ipc, iterations, num_classes)
+    num_classes = _check(real_x, real_y, ipc, iterations, num_classes, lr_img=lr_img, momentum=momentum,
+                         batch_real=batch_real, width=width, depth=depth, checkpoint_every=checkpoint_every)
+    checkpoint_every = max(1, iterations // 10) if checkpoint_every is None else checkpoint_every
     parse_strategy(augment)
     device = torch.device(device) if device is not None else real_x.device
     real_x, real_y = real_x.to(device), real_y.to(device)
@@ -304,7 +356,7 @@ def distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: in
         losses[it] = loss.detach() / R
         if it + 1 in snapshots:
             snaps[it + 1] = syn.detach().flatten(1, 2).clone()
-        if checkpoint is not None and (it + 1) % checkpoint_every == 0:
+        if _checkpoint_due(checkpoint, checkpoint_every, it + 1, iterations):
             _save_checkpoint(checkpoint, config, syn, opt, gen, it + 1, losses)
         if callback is not None and (it + 1) % callback_every == 0:
             callback(it + 1, syn.detach().flatten(1, 2), losses[it])
@@ -368,7 +420,7 @@ def gradient_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: int = 
                       arch: str = "convnet", width: int = 128, depth: int = 3, num_classes: int | None = None,
                       seed: int = 0, indices: torch.Tensor | None = None, snapshots=(),
                       callback: Callable | None = None, callback_every: int = 10, checkpoint=None,
-                      checkpoint_every: int = 100, device=None, desc: str | None = None) -> SyntheticSet:
+                      checkpoint_every: int | None = None, device=None, desc: str | None = None) -> SyntheticSet:
     """Condense by gradient matching: DC without ``augment``, DSA with a strategy.
 
     Every iteration draws a fresh network; ``loops = (outer, inner)`` (default: the reference's value
@@ -377,8 +429,10 @@ def gradient_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: int = 
     Defaults are the reference's (lr_img 0.1, momentum 0.5, lr_net 0.01, 256 real images per class;
     init from noise for DC and from real images for DSA).
     """
-    num_classes = int(real_y.max()) + 1 if num_classes is None else num_classes
-    _check(real_x, real_y, ipc, iterations, num_classes)
+    num_classes = _check(real_x, real_y, ipc, iterations, num_classes, lr_img=lr_img, momentum=momentum,
+                         lr_net=lr_net, batch_real=batch_real, batch_train=batch_train, width=width, depth=depth,
+                         checkpoint_every=checkpoint_every)
+    checkpoint_every = max(1, iterations // 10) if checkpoint_every is None else checkpoint_every
     groups = parse_strategy(augment)
     init = ("real" if groups else "noise") if init is None else init
     outer, inner = default_loops(ipc) if loops is None else loops
@@ -445,7 +499,7 @@ def gradient_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: int = 
                     opt_net.step()
         if it + 1 in snapshots:
             snaps[it + 1] = syn.detach().flatten(0, 1).clone()[None]
-        if checkpoint is not None and (it + 1) % checkpoint_every == 0:
+        if _checkpoint_due(checkpoint, checkpoint_every, it + 1, iterations):
             _save_checkpoint(checkpoint, config, syn, opt, gen, it + 1, losses)
         if callback is not None and (it + 1) % callback_every == 0:
             callback(it + 1, syn.detach().flatten(0, 1), losses[it])

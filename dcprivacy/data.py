@@ -246,7 +246,10 @@ def class_balanced_subset(labels: torch.Tensor, per_class: int, *, seed: int = 0
 
     Raises if a class has fewer than ``per_class`` examples.
     """
-    labels = labels.cpu()
+    from . import checks
+    labels = checks.labels(labels, "labels").cpu()
+    if per_class < 0:
+        raise ValueError(f"per_class={per_class}: must be ≥ 0")
     k = int(labels.max()) + 1 if num_classes is None else num_classes
     g = torch.Generator().manual_seed(seed)
     out = []

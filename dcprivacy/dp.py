@@ -254,8 +254,9 @@ def dp_distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc:
     FashionMNIST at ε = 1 … ∞, width 16). ``augment``: an optional DSA strategy, one siamese draw
     per class (data-independent, so free of privacy cost; it did not help here). The released ε is that of the accountant for (σ, ``sample_rate``, ``iterations``) at ``delta``.
     """
-    if real_x.shape[0] != real_y.shape[0]:
-        raise ValueError(f"real_x has {real_x.shape[0]} rows but real_y has {real_y.shape[0]}")
+    from . import checks
+    checks.images(real_x, "real_x")
+    checks.labels(real_y, "real_y", rows=real_x.shape[0])
     if num_classes < 1 or not bool(((real_y >= 0) & (real_y < num_classes)).all()):
         raise ValueError(f"num_classes={num_classes}: every label must lie in 0 … num_classes − 1")
     if ipc < 1 or iterations < 1:

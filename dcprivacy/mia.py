@@ -210,6 +210,8 @@ def lira(target, shadows, shadow_members, *, attack: str = "online", fixed_varia
     _check_attack(attack)
     s = _runs_array(shadows, "shadows")
     m = _mask_array(shadow_members, s.shape[:2], "shadow_members")
+    if s.shape[0] == 0:
+        raise ValueError("shadows: no shadow models given; LiRA needs scores of at least one shadow model [S ≥ 1, n]")
     x = target.detach().cpu().numpy() if torch.is_tensor(target) else np.asarray(target, dtype=np.float64)
     single = x.ndim == (shadows.dim() if torch.is_tensor(shadows) else np.ndim(shadows)) - 1
     x = _runs_array(x[None] if single else x, "target")

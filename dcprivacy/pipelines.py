@@ -51,6 +51,25 @@ class PipelineRuns:
     seconds: float = 0.0
     config: dict = field(default_factory=dict)
 
+    def to_dict(self) -> dict:
+        """A plain dict of tensors and plain values (for files read with ``weights_only=True``)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, *, where: str = "runs") -> "PipelineRuns":
+        """The inverse of :meth:`to_dict`, checked: one row per run in every tensor."""
+        from .files import FileError
+        keys = ("name", "runs", "scores", "logits", "test_accuracy", "init_mask", "train_size")
+        if not isinstance(d, dict) or any(k not in d for k in keys):
+            raise FileError(f"{where}: not the runs of a pipeline (expected the fields {', '.join(keys)})")
+        r = cls(**{k: d[k] for k in (*keys, "seconds", "config") if k in d})
+        n = len(r.runs)
+        if any(not isinstance(getattr(r, k), torch.Tensor) or len(getattr(r, k)) != n for k in keys[2:]):
+            raise FileError(f"{where}: every tensor must have one row per run ({n})")
+        if not bool(torch.isfinite(r.scores).all()):
+            raise FileError(f"{where}: scores hold NaN or infinite values")
+        return r
+
     @staticmethod
     def merge(parts: Sequence["PipelineRuns"]) -> "PipelineRuns":
         """Join shards (of the same pipeline and configuration) into one, ordered by run."""
@@ -76,12 +95,14 @@ def _subset_mask(members: torch.Tensor, y: torch.Tensor, ipc: int, seed: int) ->
     return out & members
 
 
-def _condense_run(name: str, x: torch.Tensor, y: torch.Tensor, member: torch.Tensor, cfg: MIA, seed: int, device):
-    """Condense one run's IN half; returns (images, labels, init pool indices)."""
+def _condense_run(name: str, x: torch.Tensor, y: torch.Tensor, member: torch.Tensor, cfg: MIA, seed: int, device,
+                  checkpoint=None, checkpoint_every: int | None = None):
+    """Condense one run's IN half; returns (images, labels, init pool indices). ``checkpoint``: a file
+    to resume the condensation from and save it to (see :func:`dcprivacy.condense.distribution_matching`)."""
     from .condense import distribution_matching, gradient_matching
     pos = member.nonzero().flatten()
     kw = dict(ipc=cfg.ipc, width=cfg.width, seed=seed, indices=pos, device=device, batch_real=cfg.batch_real,
-              num_classes=int(y.max()) + 1)
+              num_classes=int(y.max()) + 1, checkpoint=checkpoint, checkpoint_every=checkpoint_every)
     if name in ("dm", "dm-noise"):
         s = distribution_matching(x[pos], y[pos], init="real" if name == "dm" else "noise",
                                   iterations=cfg.dm_iterations, desc=f"{name} run {seed}", **kw)
@@ -92,7 +113,7 @@ def _condense_run(name: str, x: torch.Tensor, y: torch.Tensor, member: torch.Ten
 
 
 def _condense_shared(name: str, x: torch.Tensor, y: torch.Tensor, members: torch.Tensor, cfg: MIA, seed: int,
-                     device) -> list[tuple]:
+                     device, checkpoint=None, checkpoint_every: int | None = None) -> list[tuple]:
     """DM for all runs at once with shared random draws (``cfg.shared_draws``). Each iteration samples
     2·``batch_real`` pool images per class, so that a run, which owns about half of them, matches about
     ``batch_real`` of its own — as when it condenses alone. A run's result does not depend on which other
@@ -101,7 +122,8 @@ def _condense_shared(name: str, x: torch.Tensor, y: torch.Tensor, members: torch
     sets = distribution_matching(x, y, members=members, ipc=cfg.ipc, width=cfg.width, seed=seed, device=device,
                                  init="real" if name == "dm" else "noise", iterations=cfg.dm_iterations,
                                  batch_real=2 * cfg.batch_real, num_classes=int(y.max()) + 1,
-                                 indices=torch.arange(len(y), device=device), desc=f"{name}, {len(members)} runs")
+                                 indices=torch.arange(len(y), device=device), desc=f"{name}, {len(members)} runs",
+                                 checkpoint=checkpoint, checkpoint_every=checkpoint_every)
     return [(s.images, s.labels, s.init_indices) for s in sets]
 
 
@@ -114,14 +136,25 @@ def _on_device(x, y, masks, runs, device):
 
 def run_pipeline(name: str, x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor, test_x: torch.Tensor,
                  test_y: torch.Tensor, *, cfg: MIA = MIA(), runs: Sequence[int] | None = None, seed: int = 0,
-                 device=None, query: str = "flip") -> PipelineRuns:
+                 device=None, query: str = "flip", checkpoints=None,
+                 checkpoint_every: int | None = None) -> PipelineRuns:
     """Run pipeline ``name`` for the given ``runs`` (default all K) of ``masks`` [K, pool].
 
     Model ``k`` gets seed ``seed + k``. All models are scored on the whole pool: logit-scaled
     confidence of every query (``"flip"``: the image and its mirror) and the plain query's logits.
+    ``checkpoints``: a folder for the condensation checkpoints of each run (``NAME-run-K-condense.pt``;
+    a run killed half-way resumes from its last one, with the same result).
     """
     if name not in PIPELINES:
         raise ValueError(f"pipeline {name!r}: allowed values are {', '.join(PIPELINES)}")
+    from . import checks
+    checks.images(x, "x")
+    checks.labels(y, "y", rows=x.shape[0])
+    if not isinstance(masks, torch.Tensor) or masks.dim() != 2 or masks.dtype != torch.bool or \
+            masks.shape[1] != x.shape[0]:
+        raise ValueError(f"masks: expected a bool tensor [K, {x.shape[0]}] (runs, pool), got "
+                         f"{getattr(masks, 'dtype', type(masks).__name__)} {tuple(getattr(masks, 'shape', ()))}")
+    ckpt = (lambda k: None) if checkpoints is None else (lambda k: Path(checkpoints) / f"{name}-run-{k}-condense.pt")
     device, x, y, masks, runs = _on_device(x, y, masks, runs, device)
     members = masks[runs]
     started = time.time()
@@ -131,7 +164,8 @@ def run_pipeline(name: str, x: torch.Tensor, y: torch.Tensor, masks: torch.Tenso
     seeds = [seed + k for k in runs]
     init_mask = torch.zeros_like(members)
     if name in ("real", "subset"):
-        train_on = members if name == "real" else _subset_mask(members, y, cfg.ipc, seed + 7919)
+        train_on = members if name == "real" else torch.cat(  # per run: a shard draws what the full run draws
+            [_subset_mask(members[i:i + 1], y, cfg.ipc, seed + 7919 + k) for i, k in enumerate(runs)])
         epochs = cfg.epochs if name == "real" else cfg.epochs_small
         ens = train_models(factory, x, y, seeds=seeds, members=train_on, device=device, aug_seed=seed,
                            config=TrainConfig(epochs=epochs, augment=augment, batch_size=cfg.batch_size),
@@ -140,9 +174,11 @@ def run_pipeline(name: str, x: torch.Tensor, y: torch.Tensor, masks: torch.Tenso
     else:
         images, labels, blocks = [], [], []
         if cfg.shared_draws and name in ("dm", "dm-noise"):
-            per_run = _condense_shared(name, x, y, members, cfg, seed, device)
+            shared = None if checkpoints is None else \
+                Path(checkpoints) / f"{name}-runs-{'-'.join(map(str, runs))}-condense.pt"
+            per_run = _condense_shared(name, x, y, members, cfg, seed, device, shared, checkpoint_every)
         else:
-            per_run = (_condense_run(name, x, y, members[i], cfg, seed + k, device)
+            per_run = (_condense_run(name, x, y, members[i], cfg, seed + k, device, ckpt(k), checkpoint_every)
                        for i, k in enumerate(progress(runs, desc=f"condense {name}", unit="run")))
         for i, (imgs, labs, init) in enumerate(per_run):
             images.append(imgs.to(device))
@@ -173,17 +209,22 @@ class Experiment:
     config: dict
 
     def save(self, path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"pool_idx": self.pool_idx, "pool_y": self.pool_y, "masks": self.masks,
-                    "pipelines": {k: asdict(v) for k, v in self.pipelines.items()}, "config": self.config}, path)
-        return path
+        """Write the experiment to ``path`` (atomically; plain tensors and values)."""
+        from .files import save
+        return save({"format": "dcprivacy.Experiment", "pool_idx": self.pool_idx, "pool_y": self.pool_y,
+                     "masks": self.masks, "pipelines": {k: v.to_dict() for k, v in self.pipelines.items()},
+                     "config": self.config}, path)
 
     @classmethod
     def load(cls, path) -> "Experiment":
-        d = torch.load(path, map_location="cpu", weights_only=False)
-        return cls(d["pool_idx"], d["pool_y"], d["masks"], {k: PipelineRuns(**v) for k, v in d["pipelines"].items()},
-                   d["config"])
+        """Read an experiment written by :meth:`save` (``weights_only=True``: tensors and plain values only)."""
+        from .files import FileError, expect, load
+        d = expect(load(path, what="experiment"), "dcprivacy.Experiment", path, "experiment")
+        if any(k not in d for k in ("pool_idx", "pool_y", "masks", "pipelines", "config")):
+            raise FileError(f"experiment {path}: not an experiment file; delete it to run the experiment again")
+        return cls(d["pool_idx"], d["pool_y"], d["masks"],
+                   {k: PipelineRuns.from_dict(v, where=f"experiment {path}, pipeline {k}")
+                    for k, v in d["pipelines"].items()}, d["config"])
 
 
 def _code_fingerprint() -> str:
@@ -219,8 +260,13 @@ def run_experiment(ds, cfg: MIA, *, pipelines: Sequence[str] | None = None, seed
             raise ValueError(f"pipeline {p!r}: allowed values are {', '.join(PIPELINES)}")
     path = experiment_path(ds, cfg, pipelines=pipelines, seed=seed, query=query)
     if cache and path.exists():
-        log(f"reusing the models of an identical earlier run (cache {path.name})")
-        return Experiment.load(path)
+        from .files import FileError
+        try:
+            exp = Experiment.load(path)
+            log(f"reusing the models of an identical earlier run (cache {path.name})")
+            return exp
+        except FileError as e:  # unsafe, truncated or of an older format: never trusted, run again
+            log(f"not reusing the cache ({e}); running the experiment again")
     device = torch.device(device) if device is not None else ds.train_x.device
     C = ds.num_classes
     pool_idx = class_balanced_subset(ds.train_y, cfg.pool // C, seed=seed)

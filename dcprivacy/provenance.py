@@ -107,14 +107,16 @@ def provenance(*, config=None, seed=None, device=None, started: float | None = N
     }
 
 
+def record(result: dict, **prov) -> dict:
+    """``result`` with a ``provenance`` block (see :func:`provenance`), ready for JSON."""
+    return json.loads(json.dumps({**result, "provenance": provenance(**prov)}, default=_plain))
+
+
 def write_json(path: str | Path, result: dict, **prov) -> Path:
-    """Write ``result`` with a ``provenance`` block to ``path`` (folders are created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = dict(result)
-    payload["provenance"] = provenance(**prov)
-    path.write_text(json.dumps(payload, indent=2, default=_plain) + "\n")
-    return path
+    """Write ``result`` with a ``provenance`` block to ``path`` (folders are created; atomically:
+    a temporary file in the same folder renamed into place)."""
+    from .files import write_json as atomic_write_json
+    return atomic_write_json(path, record(result, **prov))
 
 
 def read_json(path: str | Path) -> dict:

@@ -127,8 +127,9 @@ def train_models(factory: Callable[[int], nn.Module], x: torch.Tensor, y: torch.
     N = len(seeds)
     if N < 1:
         raise ValueError("seeds: give at least one seed (one per model)")
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
+    from . import checks
+    checks.images(x, "x", any_shape=True)
+    checks.labels(y, "y", rows=x.shape[0])
     if members is not None and tuple(members.shape) != (N, x.shape[0]):
         raise ValueError(f"members has shape {tuple(members.shape)}, expected ({N}, {x.shape[0]}) = (models, pool)")
     if chunk is None:
