@@ -394,6 +394,9 @@ def _attack(args) -> int:
             save({"format": "dcprivacy.attack-run", **ident, "runs": one.to_dict()},
                  _run_file(out, args.pipeline, k))
             parts.append(one)
+        for k in group:  # the runs are saved: their condensation checkpoints are no longer needed
+            (out / "runs" / f"{args.pipeline}-run-{k}-condense.pt").unlink(missing_ok=True)
+        (out / "runs" / f"{args.pipeline}-runs-{'-'.join(map(str, group))}-condense.pt").unlink(missing_ok=True)
     runs = PipelineRuns.merge(parts)
     stem = f"{args.pipeline}-shard-{i}-of-{n}"
     shard = {"format": "dcprivacy.attack-shard", **ident, "shard": [i, n], "pool_y": pool_y, "runs": runs.to_dict()}
