@@ -4,7 +4,7 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _SUBMODULES = ("config", "data", "nets", "augment", "train", "condense", "theory", "mia", "metrics",
-               "dp", "plots", "provenance", "cli", "bench")
+               "dp", "plots", "provenance", "files", "checks", "cli", "bench")
 
 
 def __getattr__(name):  # lazy: `import dcprivacy` stays fast; `dcprivacy.data` loads on first use
