@@ -457,12 +457,15 @@ def gradient_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: int = 
 def evaluate_synthetic(syn: SyntheticSet, test_x: torch.Tensor, test_y: torch.Tensor, *, models: int = 5,
                        epochs: int | None = None, augment: str | None | bool = True, arch: str = "convnet",
                        width: int = 128, depth: int = 3, seed: int = 0, device=None,
-                       desc: str = "evaluate") -> dict:
+                       desc: str = "evaluate", stack: bool | None = None,
+                       callback: Callable[[int], None] | None = None) -> dict:
     """Train ``models`` networks at once on ``syn`` with the literature's protocol; test accuracy.
 
     ``augment=True`` picks the reference's choice: the DSA augmentation for DSA and DM sets (1000
     epochs), none for DC (300 epochs). SGD lr 0.01 (×0.1 half-way), momentum 0.9, weight decay 5e-4,
-    batch 256.
+    batch 256. ``stack``: train all models as one stacked ensemble (``vmap``; the default on a GPU)
+    or one after another (the default on a CPU, where it measured faster); ``callback(epochs_done)``
+    runs after every epoch (``python -m dcprivacy bench evaluate`` times epochs with it).
     """
     from .nets import net_factory
     from .train import TrainConfig, accuracy, train_models
@@ -477,7 +480,8 @@ def evaluate_synthetic(syn: SyntheticSet, test_x: torch.Tensor, test_y: torch.Te
         kw["depth"] = depth
     factory = net_factory(arch, **kw)
     ens = train_models(factory, syn.images.to(device), syn.labels.to(device), seeds=range(seed, seed + models),
-                       config=TrainConfig(epochs=epochs, augment=augment), aug_seed=seed, device=device, desc=desc)
+                       config=TrainConfig(epochs=epochs, augment=augment), aug_seed=seed, device=device, desc=desc,
+                       chunk=None if stack is None else (models if stack else 1), callback=callback)
     acc = accuracy(ens, test_x.to(device), test_y.to(device)).cpu()
     return {"accuracy_mean": acc.mean().item(), "accuracy_std": acc.std(unbiased=False).item(),
             "accuracies": acc.tolist(), "models": models, "epochs": epochs, "augment": augment,

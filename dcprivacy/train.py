@@ -109,7 +109,8 @@ def _data_generator(seed: int, device) -> torch.Generator:
 def train_models(factory: Callable[[int], nn.Module], x: torch.Tensor, y: torch.Tensor, *,
                  seeds: Sequence[int], members: torch.Tensor | None = None,
                  config: TrainConfig = TrainConfig(), aug_seed: int = 0, chunk: int | None = None,
-                 device: torch.device | str | None = None, desc: str = "training") -> Ensemble:
+                 device: torch.device | str | None = None, desc: str = "training",
+                 channels_last: bool | None = None, callback: Callable[[int], None] | None = None) -> Ensemble:
     """Train ``len(seeds)`` models; model ``i`` starts from ``factory(seeds[i])``.
 
     ``members``: optional bool mask [N, len(x)]; model ``i`` trains on the rows where it is True
@@ -122,6 +123,10 @@ def train_models(factory: Callable[[int], nn.Module], x: torch.Tensor, y: torch.
     on a GPU; one at a time on a CPU, where stacked convolutions measured slower than a loop (see
     ``python -m dcprivacy bench train``). The result does not depend on ``chunk`` without
     augmentation; with it, the augmentation draws come from one generator per chunk.
+
+    ``channels_last`` (default: on a CPU, for images): convolution weights and batches in NHWC, oneDNN's
+    fast layout — the same numbers up to rounding (``python -m dcprivacy bench evaluate`` measures it).
+    ``callback(epochs_done)``: called after every epoch of every chunk (progress, timing).
     """
     device = torch.device(device) if device is not None else x.device
     N = len(seeds)
@@ -140,7 +145,7 @@ def train_models(factory: Callable[[int], nn.Module], x: torch.Tensor, y: torch.
     for start in range(0, N, chunk):
         sub = slice(start, start + chunk)
         parts.append(_train_stacked(factory, x, y, list(seeds[sub]), None if members is None else members[sub],
-                                    config, aug_seed + int(seeds[start]), device, bar))
+                                    config, aug_seed + int(seeds[start]), device, bar, channels_last, callback))
     bar.close()
     if len(parts) == 1:
         return parts[0]
@@ -148,10 +153,17 @@ def train_models(factory: Callable[[int], nn.Module], x: torch.Tensor, y: torch.
                     {k: torch.cat([p.buffers[k] for p in parts]) for k in parts[0].buffers})
 
 
-def _train_stacked(factory, x, y, seeds, members, config: TrainConfig, aug_seed: int, device, bar) -> Ensemble:
+def _nhwc(v: torch.Tensor) -> torch.Tensor:
+    """Stacked conv weights [N, out, in, h, w] with every model's weight in channels-last strides."""
+    return v.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3) if v.dim() == 5 else v
+
+
+def _train_stacked(factory, x, y, seeds, members, config: TrainConfig, aug_seed: int, device, bar,
+                   channels_last: bool | None = None, callback=None) -> Ensemble:
     """One vectorized training run of ``len(seeds)`` stacked models (see :func:`train_models`)."""
     N = len(seeds)
     x, y = x.to(device), y.to(device)
+    channels_last = (device.type == "cpu" and x.dim() == 4) if channels_last is None else channels_last
     P = x.shape[0]
     if members is None:
         members = torch.ones(N, P, dtype=torch.bool, device=device)
@@ -166,7 +178,8 @@ def _train_stacked(factory, x, y, seeds, members, config: TrainConfig, aug_seed:
     owned = [row.nonzero().flatten() for row in members]  # each model's training rows
 
     ens = Ensemble.stack([factory(int(s)).to(device) for s in seeds])
-    params = {k: v.clone().requires_grad_(True) for k, v in ens.params.items()}
+    layout = _nhwc if channels_last else torch.clone
+    params = {k: layout(v).requires_grad_(True) for k, v in ens.params.items()}
     moment = {k: torch.zeros_like(v) for k, v in params.items()}
     gens = [_data_generator(s, device) for s in seeds]
     aug_gen = torch.Generator(device=device).manual_seed(int(aug_seed))
@@ -183,7 +196,8 @@ def _train_stacked(factory, x, y, seeds, members, config: TrainConfig, aug_seed:
     else:  # one model: skip vmap's batching rules (measurably faster on a CPU)
         def batched_loss(p, bu, xb, yb, wb):
             one = lambda d: {k: v[0] for k, v in d.items()}
-            return loss_one(one(p), one(bu), xb[0], yb[0], wb[0]).unsqueeze(0)
+            xb = xb[0].contiguous(memory_format=torch.channels_last) if channels_last else xb[0]
+            return loss_one(one(p), one(bu), xb, yb[0], wb[0]).unsqueeze(0)
 
     for epoch in range(config.epochs):
         lr = config.lr * (0.1 if epoch >= decay_epoch else 1.0)
@@ -213,6 +227,8 @@ def _train_stacked(factory, x, y, seeds, members, config: TrainConfig, aug_seed:
                         moment[k] = torch.where(a, moment[k] * config.momentum + d, moment[k])
                         p.copy_(torch.where(a, p - lr * moment[k], p))
         bar.update(1)
+        if callback is not None:
+            callback(epoch + 1)
     ens.params = {k: v.detach() for k, v in params.items()}
     return ens
 
