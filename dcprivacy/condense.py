@@ -31,6 +31,7 @@ from torch.func import functional_call, grad, vmap
 
 from .augment import DEFAULT_STRATEGY, apply_transforms, parse_strategy, sample_transforms
 from .config import progress
+from .cpu import keep_freed_memory
 from .nets import make_net
 
 INITS = ("real", "noise")
@@ -262,6 +263,8 @@ def distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: in
     _check(real_x, real_y, ipc, iterations, num_classes)
     parse_strategy(augment)
     device = torch.device(device) if device is not None else real_x.device
+    if device.type == "cpu":
+        keep_freed_memory()  # large activations reused, not page-faulted in at every step
     real_x, real_y = real_x.to(device), real_y.to(device)
     config = dict(method="dm", ipc=ipc, init=init if isinstance(init, str) else "given", iterations=iterations,
                   lr_img=lr_img, momentum=momentum, batch_real=batch_real, augment=augment, arch=arch,
@@ -386,6 +389,8 @@ def gradient_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: int = 
         raise ValueError(f"loops={loops}: need outer ≥ 1 and inner ≥ 0")
     method = "dsa" if groups else "dc"
     device = torch.device(device) if device is not None else real_x.device
+    if device.type == "cpu":
+        keep_freed_memory()
     real_x, real_y = real_x.to(device), real_y.to(device)
     config = dict(method=method, ipc=ipc, init=init if isinstance(init, str) else "given", iterations=iterations,
                   lr_img=lr_img, momentum=momentum, lr_net=lr_net, batch_real=batch_real, batch_train=batch_train,

@@ -24,6 +24,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from .augment import apply_transforms, parse_strategy, sample_transforms
 from .config import progress
+from .cpu import keep_freed_memory
 
 
 @dataclass
@@ -129,6 +130,8 @@ def train_models(factory: Callable[[int], nn.Module], x: torch.Tensor, y: torch.
     ``callback(epochs_done)``: called after every epoch of every chunk (progress, timing).
     """
     device = torch.device(device) if device is not None else x.device
+    if device.type == "cpu":
+        keep_freed_memory()  # large activations reused, not page-faulted in at every step
     N = len(seeds)
     if N < 1:
         raise ValueError("seeds: give at least one seed (one per model)")
