@@ -272,7 +272,7 @@ def _bench_args(p: argparse.ArgumentParser):
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--models", type=int, default=8, help="train/shadows: models trained; evaluate: models in the stacked comparison")
     p.add_argument("--width", type=int, default=None, help="ConvNet width (default: per benchmark)")
-    p.add_argument("--epochs", type=int, default=None, help="train/shadows: epochs")
+    p.add_argument("--epochs", type=int, default=None, help="train/shadows: epochs; evaluate: timed epochs (each beside one of the reference's)")
     p.add_argument("--iterations", type=int, default=None,
                    help="condense: timed DM iterations (each beside one of the reference's)")
     p.add_argument("--no-compile", action="store_true", help="condense: skip the torch.compile variant")
