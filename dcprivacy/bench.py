@@ -5,10 +5,13 @@ both, so a reader can check the ratio on their own machine. Timed tests are neve
 """
 from __future__ import annotations
 
+import math
+import statistics
 import time
 
 import torch
 
+from . import cpu
 from .config import default_device
 
 
@@ -88,120 +91,274 @@ def conv_throughput(device, *, width: int = 128, batch: int = 256, size: int = 1
             "gemm_gflops": 2 * 2048 ** 3 / t_mm / 1e9}
 
 
-def dm_step_per_class(net, pool_x: list, syn: torch.Tensor, opt, generator, strategy) -> float:
-    """The baseline: one DM step the way the reference writes it — a Python loop over classes, a random
-    batch drawn per class, siamese augmentation per class, and the loss read back to the host."""
-    from .augment import apply_transforms, sample_transforms
-    num_classes, ipc = syn.shape[:2]
-    b = min(256, min(len(p) for p in pool_x))
-    loss = torch.zeros((), device=syn.device)
-    for c in range(num_classes):
-        real = pool_x[c][torch.randperm(len(pool_x[c]), generator=generator, device=syn.device)[:b]]
-        if strategy:
-            t = sample_transforms(1, strategy, tuple(real.shape[-2:]), generator=generator, device=syn.device)
-            real = apply_transforms(real, t, torch.zeros(b, dtype=torch.long, device=syn.device))
-            s = apply_transforms(syn[c], t, torch.zeros(ipc, dtype=torch.long, device=syn.device))
-        else:
-            s = syn[c]
-        loss = loss + ((net.embed(real).mean(0) - net.embed(s).mean(0)) ** 2).sum()
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    return loss.item()
+# --- the reference's loops, re-implemented (VICO-UoE/DatasetCondensation: main_DM.py, utils.py) -----------
+# Written from a reading of the reference to measure against; never used by the package's commands.
+
+class _ReferenceDSA:
+    """The reference's DiffAugment in its 'S' mode: one operation group per call; magnitudes drawn per
+    image on the host generator, with a Python loop over images to build the affine matrices of scale and
+    rotate. With a seed (siamese), the global generator is re-seeded before every draw (seed, seed+1, …) and
+    every image of the batch takes the first image's parameters, so two calls with one seed augment alike."""
+
+    def __init__(self, strategy: str):
+        from .augment import DSAParams, parse_strategy
+        self.groups, self.p = parse_strategy(strategy), DSAParams()
+        self.seed, self.siamese = -1, False
+
+    def _reseed(self):
+        if self.seed != -1:
+            torch.random.manual_seed(self.seed)
+            self.seed += 1
+
+    def _draw(self, *shape, low=None, high=None):
+        self._reseed()
+        v = torch.rand(*shape) if low is None else torch.randint(low, high, shape)
+        if self.siamese:
+            v[:] = v[0].clone()
+        return v
+
+    def _affine(self, x, rows):
+        theta = torch.tensor(rows, dtype=torch.float)
+        if self.siamese:
+            theta[:] = theta[0].clone()
+        grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False).to(x.device)
+        return torch.nn.functional.grid_sample(x, grid, align_corners=False)
+
+    def __call__(self, x: torch.Tensor, seed: int = -1) -> torch.Tensor:
+        if not self.groups:
+            return x
+        self.seed, self.siamese = seed, seed != -1
+        self._reseed()
+        group = self.groups[torch.randint(0, len(self.groups), size=(1,)).item()]
+        B, p = x.shape[0], self.p
+        if group == "color":
+            x = x + (self._draw(B, 1, 1, 1).to(x.device) - 0.5) * p.brightness
+            m = x.mean(dim=1, keepdim=True)
+            x = (x - m) * (self._draw(B, 1, 1, 1).to(x.device) * p.saturation) + m
+            m = x.mean(dim=[1, 2, 3], keepdim=True)
+            x = (x - m) * (self._draw(B, 1, 1, 1).to(x.device) + p.contrast) + m
+        elif group == "scale":
+            r = p.ratio_scale
+            self._reseed()
+            sx = torch.rand(B) * (r - 1.0 / r) + 1.0 / r
+            self._reseed()
+            sy = torch.rand(B) * (r - 1.0 / r) + 1.0 / r
+            x = self._affine(x, [[[sx[i], 0, 0], [0, sy[i], 0]] for i in range(B)])  # per image, in Python
+        elif group == "rotate":
+            self._reseed()
+            a = (torch.rand(B) - 0.5) * 2 * p.ratio_rotate / 180 * float(math.pi)
+            x = self._affine(x, [[[torch.cos(a[i]), torch.sin(-a[i]), 0], [torch.sin(a[i]), torch.cos(a[i]), 0]]
+                                 for i in range(B)])
+        elif group == "flip":
+            x = torch.where(self._draw(B, 1, 1, 1).to(x.device) < p.prob_flip, x.flip(3), x)
+        elif group == "crop":  # integer shift: gather from a zero-padded copy
+            H, W = x.shape[2:]
+            sh, sw = int(H * p.ratio_crop_pad + 0.5), int(W * p.ratio_crop_pad + 0.5)
+            tx = self._draw(B, 1, 1, low=-sh, high=sh + 1).to(x.device)
+            ty = self._draw(B, 1, 1, low=-sw, high=sw + 1).to(x.device)
+            gb, gx, gy = torch.meshgrid(torch.arange(B, device=x.device), torch.arange(H, device=x.device),
+                                        torch.arange(W, device=x.device), indexing="ij")
+            gx = torch.clamp(gx + tx + 1, 0, H + 1)
+            gy = torch.clamp(gy + ty + 1, 0, W + 1)
+            padded = torch.nn.functional.pad(x, [1, 1, 1, 1, 0, 0, 0, 0])
+            x = padded.permute(0, 2, 3, 1).contiguous()[gb, gx, gy].permute(0, 3, 1, 2)
+        elif group == "cutout":
+            H, W = x.shape[2:]
+            ch, cw = int(H * p.ratio_cutout + 0.5), int(W * p.ratio_cutout + 0.5)
+            ox = self._draw(B, 1, 1, low=0, high=H + (1 - ch % 2)).to(x.device)
+            oy = self._draw(B, 1, 1, low=0, high=W + (1 - cw % 2)).to(x.device)
+            gb, gx, gy = torch.meshgrid(torch.arange(B, device=x.device), torch.arange(ch, device=x.device),
+                                        torch.arange(cw, device=x.device), indexing="ij")
+            gx = torch.clamp(gx + ox - ch // 2, min=0, max=H - 1)
+            gy = torch.clamp(gy + oy - cw // 2, min=0, max=W - 1)
+            mask = torch.ones(B, H, W, dtype=x.dtype, device=x.device)
+            mask[gb, gx, gy] = 0
+            x = x * mask.unsqueeze(1)
+        return x.contiguous()
+
+
+class ReferenceDM:
+    """One iteration of the reference's DM loop: a fresh ConvNet (default initialisation, frozen); per
+    class, a random batch of that class's images (a NumPy permutation of its indices), the class's
+    synthetic images, one siamese DSA seed for both, ``embed`` of each and the squared distance of
+    their means; the summed loss, one SGD step on the images, the loss read back to the host."""
+
+    def __init__(self, images_all, labels_all, *, ipc=10, batch_real=256, width=128, strategy=None, seed=0):
+        import numpy as np
+        from .nets import make_net
+        self.np_rng, self.images_all = np.random.default_rng(seed), images_all
+        labels = labels_all.cpu().numpy()
+        self.num_classes = int(labels.max()) + 1
+        self.indices_class = [np.flatnonzero(labels == c) for c in range(self.num_classes)]
+        self.ipc, self.batch_real, self.dsa = ipc, batch_real, _ReferenceDSA(strategy)
+        self.shape = tuple(images_all.shape[1:])
+        self.make = lambda: make_net("convnet", channels=self.shape[0], num_classes=self.num_classes,
+                                     im_size=self.shape[-1], width=width).to(images_all.device)
+        first = [self.images_all[self._batch(c, ipc)] for c in range(self.num_classes)]  # real init
+        self.image_syn = torch.cat(first).detach().requires_grad_(True)
+        self.optimizer_img = torch.optim.SGD([self.image_syn], lr=1.0, momentum=0.5)
+
+    def _batch(self, c, n):
+        return self.np_rng.permutation(self.indices_class[c])[:n]
+
+    def __call__(self) -> float:
+        net = self.make()
+        net.train()
+        for param in net.parameters():
+            param.requires_grad = False
+        loss = torch.tensor(0.0, device=self.image_syn.device)
+        for c in range(self.num_classes):
+            img_real = self.images_all[self._batch(c, self.batch_real)]
+            img_syn = self.image_syn[c * self.ipc:(c + 1) * self.ipc].reshape(self.ipc, *self.shape)
+            seed = int(self.np_rng.integers(100000))  # the reference: the wall clock in ms, mod 100000
+            img_real, img_syn = self.dsa(img_real, seed), self.dsa(img_syn, seed)
+            out_real = net.embed(img_real).detach()
+            out_syn = net.embed(img_syn)
+            loss += torch.sum((torch.mean(out_real, dim=0) - torch.mean(out_syn, dim=0)) ** 2)
+        self.optimizer_img.zero_grad()
+        loss.backward()
+        self.optimizer_img.step()
+        return loss.item()
+
+
+class ReferenceEvaluation:
+    """One model of the reference's ``evaluate_synset``: SGD (lr 0.01, momentum 0.9, weight decay 5e-4)
+    over a ``DataLoader`` of a ``TensorDataset`` (batch 256, shuffled); every batch augmented by DSA with
+    per-image parameters; loss and accuracy read back to the host every batch, as its ``epoch()`` does."""
+
+    def __init__(self, images, labels, *, width=128, strategy=None, batch=256, seed=0):
+        from .nets import make_net
+        torch.manual_seed(seed)
+        self.net = make_net("convnet", channels=images.shape[1], num_classes=int(labels.max()) + 1,
+                            im_size=images.shape[-1], width=width).to(images.device)
+        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=0.01, momentum=0.9, weight_decay=0.0005)
+        self.criterion = torch.nn.CrossEntropyLoss()
+        self.loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=batch,
+                                                  shuffle=True, num_workers=0)
+        self.dsa = _ReferenceDSA(strategy)
+
+    def __call__(self) -> tuple[float, float]:
+        import numpy as np
+        self.net.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        for img, lab in self.loader:
+            img = self.dsa(img.float())
+            lab = lab.long()
+            output = self.net(img)
+            loss = self.criterion(output, lab)
+            correct += int(np.sum(np.argmax(output.cpu().data.numpy(), axis=-1) == lab.cpu().data.numpy()))
+            loss_sum += loss.item() * lab.shape[0]
+            seen += lab.shape[0]
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+        return loss_sum / seen, correct / seen
+
+
+def _stats(times: list[float], gflop: float, conv_gflops: float, prefix: str) -> dict:
+    med = statistics.median(times)
+    return {f"{prefix}_s": round(med, 4), f"{prefix}_min_s": round(min(times), 4),
+            f"{prefix}_gflops": round(gflop / med, 2),
+            f"{prefix}_fraction_of_conv_throughput": round(gflop / med / conv_gflops, 3)}
+
+
+def _interleaved(run_ours, reference, rounds: int, device: torch.device) -> tuple[list[float], list[float]]:
+    """Time the package's command path and the reference alternately (A, B, A, B, …) in one process.
+
+    ``run_ours(iterations, callback)`` calls the command's own function with a per-iteration
+    ``callback``; inside it, after each of our iterations, one reference iteration runs. Our time is the
+    gap between one callback's end and the next one's start (the reference runs outside it); the first iteration
+    of each (warm-up: allocations, kernel choice) is not counted."""
+    ours, ref, last = [], [], [None]
+
+    def callback(*_):
+        _sync(device)
+        now = time.perf_counter()
+        if last[0] is not None:
+            ours.append(now - last[0])
+        t = time.perf_counter()
+        reference()
+        _sync(device)
+        if last[0] is not None:
+            ref.append(time.perf_counter() - t)
+        last[0] = time.perf_counter()
+
+    run_ours(rounds + 1, callback)
+    return ours, ref
+
+
+def _qualname(fn) -> str:
+    fn = getattr(fn, "__wrapped__", fn)
+    return f"{fn.__module__}.{fn.__qualname__}"
 
 
 def bench_condense(*, width: int = 128, ipc: int = 10, batch_real: int = 256, iterations: int = 3,
-                   device=None, seed: int = 0, compile: bool = True, dc: bool = True) -> dict:
-    """Seconds per iteration of DM and of DC's matching step, fast paths beside their baselines.
-
-    DM rows: the reference's per-class loop (NCHW, eager) — the baseline; one pass over all classes in
-    the same layout; one pass with the library's CPU/GPU defaults of :func:`~dcprivacy.condense.
-    distribution_matching` (channels-last, real images embedded in cache-sized pieces on a CPU); and
-    that path compiled. GFLOP/s are set against the machine's measured conv throughput (its faster
-    layout). DC rows: the matching step vectorized over classes (``vmap``) vs a per-class loop.
+                   per_class_pool: int = 0, device=None, seed: int = 0, compile: bool = True, dc: bool = True,
+                   shared: bool = True) -> dict:
+    """Seconds per DM iteration of ``condense --method dm`` (its function, :func:`~dcprivacy.condense.
+    distribution_matching`, called as the command calls it) against the reference's per-class loop
+    (:class:`ReferenceDM`), interleaved in one process, at the reference's settings (the whole training
+    set as the pool unless ``per_class_pool``). Also: the ``--compile`` path, K runs sharing their draws
+    (per run), and DC's matching step vectorized over classes vs a per-class loop.
     """
     import torch.nn.functional as F
 
-    from .augment import DEFAULT_STRATEGY, sample_transforms
-    from .condense import class_gradients, dm_loss, gradient_distance
-    from .data import load_dataset
+    from . import condense as C
+    from .augment import DEFAULT_STRATEGY
+    from .data import class_balanced_subset, load_dataset
     from .nets import conv_flops, make_net
 
     device = torch.device(device) if device is not None else default_device()
     ds = load_dataset("fashionmnist")
-    C = ds.num_classes
-    g = torch.Generator(device=device).manual_seed(seed)
-    pools = [ds.train_x[ds.train_y == c][:2000].to(device) for c in range(C)]
-    net = make_net("convnet", width=width, seed=seed).to(device).requires_grad_(False)
-    net_cl = make_net("convnet", width=width, seed=seed).to(device).requires_grad_(False) \
-        .to(memory_format=torch.channels_last)
-    flops_img = conv_flops(net)
-    syn = torch.randn(1, C, ipc, 1, 28, 28, device=device, requires_grad=True)
-    opt = torch.optim.SGD([syn], lr=1.0, momentum=0.5)
-    real = torch.stack([p[:batch_real] for p in pools])  # [C, b, ...]
-    w = torch.ones(1, C, batch_real, device=device)
-    size = (28, 28)
-    fast_chunk = 64 if device.type == "cpu" else None  # distribution_matching's defaults
-    fast_net = net_cl if device.type == "cpu" else net
-
-    def one_pass(embed, real_chunk=None, real=real, w=w, syn=syn, opt=opt):
-        t = sample_transforms(C, DEFAULT_STRATEGY, size, generator=g, device=device)
-        loss = dm_loss(embed, real, w, syn, transforms=t, real_chunk=real_chunk)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    def run(fn, n):
-        for _ in range(n):
-            fn()
-
-    variants = {
-        "dm_per_class_loop": lambda: dm_step_per_class(net, pools, syn[0], opt, g, DEFAULT_STRATEGY),
-        "dm_one_pass_nchw": lambda: one_pass(net.embed),
-        "dm_one_pass": lambda: one_pass(fast_net.embed, fast_chunk),
-    }
-    compile_s = None
+    idx = class_balanced_subset(ds.train_y, per_class_pool, seed=seed) if per_class_pool else \
+        torch.arange(len(ds.train_y))
+    x, y = ds.train_x[idx].to(device), ds.train_y[idx].to(device)
+    num_classes = ds.num_classes
+    dm = C.distribution_matching  # what `condense --method dm` calls (looked up now, as the command does)
+    common = dict(ipc=ipc, width=width, seed=seed, indices=idx, device=device, checkpoint=None, batch_real=batch_real)
+    run = lambda compiled: (lambda n, cb: dm(x, y, iterations=n, compile=compiled, callback=cb, callback_every=1,
+                                             **common))
+    reference = ReferenceDM(x, y, ipc=ipc, batch_real=batch_real, width=width, strategy=DEFAULT_STRATEGY, seed=seed)
+    flops_img = conv_flops(make_net("convnet", width=width, num_classes=num_classes))
+    b = min(batch_real or len(y), int(torch.bincount(y).min()))
+    dm_flops = flops_img * (num_classes * b + 2 * num_classes * ipc)  # forward real + syn, backward syn
+    result = {"benchmark": "condense", "device": str(device), "width": width, "ipc": ipc, "batch_real": b,
+              "pool": len(y), "augment": DEFAULT_STRATEGY, "iterations_timed": iterations,
+              "timed_function": _qualname(dm), "reference": "DatasetCondensation main_DM.py (re-implemented)",
+              "dm_gflop_per_iteration": dm_flops / 1e9, **conv_throughput(device, width=width)}
+    ours, ref = _interleaved(run(False), reference, iterations, device)
+    result["cpu_allocator_keeps_freed_memory"] = cpu.keep_freed_memory() if device.type == "cpu" else None
+    result.update(_stats(ours, dm_flops / 1e9, result["conv_gflops"], "dm_condense"))
+    result.update(_stats(ref, dm_flops / 1e9, result["conv_gflops"], "dm_reference"))
+    result["dm_speedup_over_reference"] = round(statistics.median(ref) / statistics.median(ours), 3)
+    result["dm_speedup_over_reference_min"] = round(min(ref) / min(ours), 3)
     if compile:
-        embed_c = torch.compile(fast_net.embed)
-        compile_s, _ = timed(lambda: one_pass(embed_c, fast_chunk), device)
-        variants["dm_one_pass_compiled"] = lambda: one_pass(embed_c, fast_chunk)
-    dm_flops = flops_img * (C * batch_real + 2 * C * ipc)  # forward real + synthetic, backward synthetic
-    rows = {}
-    for name, fn in variants.items():
-        fn()  # warm-up
-        t, _ = timed(lambda: run(fn, iterations), device)
-        rows[name] = t / iterations
-    result = {"benchmark": "condense", "device": str(device), "width": width, "ipc": ipc, "batch_real": batch_real,
-              "iterations_timed": iterations, "real_chunk": fast_chunk, "dm_gflop_per_iteration": dm_flops / 1e9,
-              **conv_throughput(device, width=width)}
-    for k, v in rows.items():
-        result[f"{k}_s"] = round(v, 4)
-        result[f"{k}_gflops"] = round(dm_flops / v / 1e9, 2)
-    best = min(v for k, v in rows.items() if k != "dm_per_class_loop")
-    result["dm_speedup_over_per_class_loop"] = round(rows["dm_per_class_loop"] / best, 3)
-    result["dm_eager_speedup_over_per_class_loop"] = round(rows["dm_per_class_loop"] / rows["dm_one_pass"], 3)
-    result["dm_fraction_of_conv_throughput"] = round(dm_flops / best / 1e9 / result["conv_gflops"], 3)
-    result["compile_seconds"] = None if compile_s is None else round(compile_s, 1)
+        t0 = time.perf_counter()
+        ours_c, ref_c = _interleaved(run(True), reference, iterations, device)
+        result["compile_and_run_s"] = round(time.perf_counter() - t0, 1)
+        result.update(_stats(ours_c, dm_flops / 1e9, result["conv_gflops"], "dm_condense_compiled"))
+        result["dm_compiled_speedup_over_reference"] = round(statistics.median(ref_c) / statistics.median(ours_c), 3)
 
-    # K condensations sharing their random draws (MIA.shared_draws): one pass over a doubled real batch, of
-    # which each run owns about half, serves all K runs; per run, against one run condensed alone (eager)
-    K = 16  # the quick MIA profile's runs
-    real2 = torch.stack([p[:2 * batch_real] for p in pools])
-    w_k = (torch.rand(K, C, 2 * batch_real, generator=g, device=device) < 0.5).float()
-    syn_k = torch.randn(K, C, ipc, 1, 28, 28, device=device, requires_grad=True)
-    opt_k = torch.optim.SGD([syn_k], lr=1.0, momentum=0.5)
-    shared_step = lambda: one_pass(fast_net.embed, fast_chunk, real=real2, w=w_k, syn=syn_k, opt=opt_k)
-    shared_step()
-    t, _ = timed(lambda: run(shared_step, iterations), device)
-    result["dm_shared_runs"] = K
-    result["dm_shared_per_run_s"] = round(t / iterations / K, 4)
-    result["dm_shared_speedup_per_run"] = round(rows["dm_one_pass"] / (t / iterations / K), 3)
+    if shared:  # K condensations sharing their random draws (MIA.shared_draws), per run, vs one run alone
+        K = 16  # the quick MIA profile's runs
+        members = torch.rand(K, len(y), generator=torch.Generator().manual_seed(seed)) < 0.5
+        per_run = []
+        dm(x, y, iterations=2, members=members.to(device), callback=lambda *a: per_run.append(time.perf_counter()),
+           callback_every=1, **{**common, "batch_real": 2 * batch_real})
+        result["dm_shared_runs"] = K
+        result["dm_shared_per_run_s"] = round((per_run[1] - per_run[0]) / K, 4)
+        result["dm_shared_speedup_per_run"] = round(result["dm_condense_s"] / result["dm_shared_per_run_s"], 3)
 
     if dc:  # DC's matching step: per-class gradients on real and synthetic images, their distance, one image step
+        from .condense import class_gradients, gradient_distance
+        C_ = num_classes
+        pools = [x[y == c][:batch_real] for c in range(C_)]
+        real = torch.stack(pools)
         net_dc = make_net("convnet", width=width, seed=seed).to(device)
-        yr = torch.arange(C, device=device).view(C, 1).expand(C, batch_real)
-        ys = torch.arange(C, device=device).view(C, 1).expand(C, ipc)
-        xs = syn[0]
+        yr = torch.arange(C_, device=device).view(C_, 1).expand(C_, real.shape[1])
+        ys = torch.arange(C_, device=device).view(C_, 1).expand(C_, ipc)
+        xs = torch.randn(C_, ipc, *x.shape[1:], device=device, requires_grad=True)
+        opt = torch.optim.SGD([xs], lr=0.1, momentum=0.5)
 
         def vectorized():
             g_real = {k: v.detach() for k, v in class_gradients(net_dc, real, yr, vectorize=True).items()}
@@ -213,7 +370,7 @@ def bench_condense(*, width: int = 128, ipc: int = 10, batch_real: int = 256, it
         def per_class():
             params = list(net_dc.parameters())
             loss = 0
-            for c in range(C):
+            for c in range(C_):
                 gr = torch.autograd.grad(F.cross_entropy(net_dc(real[c]), yr[c]), params)
                 gs = torch.autograd.grad(F.cross_entropy(net_dc(xs[c]), ys[c]), params, create_graph=True)
                 loss = loss + gradient_distance({i: a.detach()[None] for i, a in enumerate(gr)},
@@ -225,9 +382,61 @@ def bench_condense(*, width: int = 128, ipc: int = 10, batch_real: int = 256, it
 
         for name, fn in (("dc_step_per_class_loop", per_class), ("dc_step_vmap", vectorized)):
             fn()
-            t, _ = timed(lambda: run(fn, iterations), device)
-            result[f"{name}_s"] = round(t / iterations, 4)
+            t, _ = timed(fn, device, repeats=2)
+            result[f"{name}_s"] = round(t, 4)
         result["dc_vmap_speedup_over_per_class_loop"] = round(result["dc_step_per_class_loop_s"] / result["dc_step_vmap_s"], 3)
+    return result
+
+
+def bench_evaluate(*, width: int = 128, ipc: int = 10, epochs: int = 5, models: int = 4, stacked: bool | None = None,
+                   device=None, seed: int = 0) -> dict:
+    """Seconds per model-epoch of ``evaluate`` (its function, :func:`~dcprivacy.condense.evaluate_synthetic`,
+    called as the command calls it, on a DM set of ``ipc`` real images per class with DSA) against the
+    reference's ``evaluate_synset`` training epoch (:class:`ReferenceEvaluation`), interleaved in one
+    process. ``stacked`` (default: on a GPU): also time ``models`` models trained stacked against the same
+    models one after another — the speed-up of vectorized evaluation."""
+    from . import condense as C
+    from .augment import DEFAULT_STRATEGY
+    from .data import load_dataset
+    from .nets import net_factory
+
+    device = torch.device(device) if device is not None else default_device()
+    ds = load_dataset("fashionmnist")
+    syn = C.random_real_subset(ds.train_x, ds.train_y, ipc, seed=seed)
+    syn.method = "dm"  # trained with DSA, 1000 epochs in the protocol: the case that costs most
+    test_x, test_y = ds.test_x[:256].to(device), ds.test_y[:256].to(device)  # accuracy is not what is timed
+    ev = C.evaluate_synthetic  # what `evaluate` calls (looked up now, as the command does)
+    run = lambda n, cb: ev(syn, test_x, test_y, models=1, epochs=n, width=width, seed=seed, device=device,
+                           callback=cb)
+    reference = ReferenceEvaluation(syn.images.to(device), syn.labels.to(device), width=width,
+                                    strategy=DEFAULT_STRATEGY, seed=seed)
+    factory = net_factory("convnet", width=width, channels=syn.images.shape[1], num_classes=syn.num_classes,
+                          im_size=syn.images.shape[-1])
+    gflop = _gflop(factory, trained=len(syn.labels))
+    result = {"benchmark": "evaluate", "device": str(device), "width": width, "images": len(syn.labels),
+              "augment": DEFAULT_STRATEGY, "batch_size": 256, "epochs_timed": epochs,
+              "timed_function": _qualname(ev), "reference": "DatasetCondensation utils.evaluate_synset (re-implemented)",
+              "gflop_per_model_epoch": gflop, **conv_throughput(device, width=width)}
+    ours, ref = _interleaved(run, reference, epochs, device)
+    result["cpu_allocator_keeps_freed_memory"] = cpu.keep_freed_memory() if device.type == "cpu" else None
+    result.update(_stats(ours, gflop, result["conv_gflops"], "evaluate"))
+    result.update(_stats(ref, gflop, result["conv_gflops"], "evaluate_reference"))
+    result["evaluate_speedup_over_reference"] = round(statistics.median(ref) / statistics.median(ours), 3)
+    result["evaluate_speedup_over_reference_min"] = round(min(ref) / min(ours), 3)
+    if stacked if stacked is not None else device.type == "cuda":
+        def per_model_epoch(stack):
+            ticks = []
+            ev(syn, test_x, test_y, models=models, epochs=epochs + 1, width=width, seed=seed, device=device,
+               stack=stack, callback=lambda e: ticks.append(time.perf_counter()))
+            _sync(device)
+            # stacked: one tick per epoch for all models; one after another: one per epoch of each model
+            gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+            return statistics.median(gaps) / (models if stack else 1)
+        result["stacked_models"] = models
+        result["stacked_s_per_model_epoch"] = round(per_model_epoch(True), 4)
+        result["one_at_a_time_s_per_model_epoch"] = round(per_model_epoch(False), 4)
+        result["stacked_speedup"] = round(result["one_at_a_time_s_per_model_epoch"] /
+                                          result["stacked_s_per_model_epoch"], 3)
     return result
 
 

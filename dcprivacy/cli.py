@@ -477,17 +477,23 @@ def _attack_merge(args) -> int:
 
 # --- benchmarks ------------------------------------------------------------------------------------
 
-BENCHMARKS = ("train", "condense", "shadows")
+BENCHMARKS = ("train", "condense", "evaluate", "shadows")
 
 
 def _bench_args(p: argparse.ArgumentParser):
     p.add_argument("which", choices=BENCHMARKS, help="what to measure")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--models", type=_int(1), default=8, help="train/shadows: models trained")
+    p.add_argument("--models", type=_int(1), default=8, help="train/shadows: models trained; evaluate: models in the stacked comparison")
     p.add_argument("--width", type=_int(1), default=None, help="ConvNet width (default: per benchmark)")
-    p.add_argument("--epochs", type=_int(1), default=None, help="train/shadows: epochs")
-    p.add_argument("--iterations", type=_int(1), default=None, help="condense: timed iterations")
+    p.add_argument("--epochs", type=_int(1), default=None, help="train/shadows: epochs; evaluate: timed epochs (each beside one of the reference's)")
+    p.add_argument("--iterations", type=_int(1), default=None,
+                   help="condense: timed DM iterations (each beside one of the reference's)")
     p.add_argument("--no-compile", action="store_true", help="condense: skip the torch.compile variant")
+    p.add_argument("--no-dc", action="store_true", help="condense: skip DC's matching step")
+    p.add_argument("--per-class-pool", type=_int(0), default=None,
+                   help="condense: real images per class to condense from (default 0: all, as the reference)")
+    p.add_argument("--stacked", action="store_true",
+                   help="evaluate: also time the models trained stacked vs one at a time (default on a GPU)")
     p.add_argument("--out", default=None, help="also write the result as JSON with provenance here (.json)")
 
 
@@ -507,7 +513,12 @@ def _bench(args) -> int:
         result = bench.bench_train(models=args.models, device=args.device, **kw)
     elif args.which == "condense":
         kw.pop("epochs", None)
-        result = bench.bench_condense(device=args.device, compile=not args.no_compile, **kw)
+        if args.per_class_pool is not None:
+            kw["per_class_pool"] = args.per_class_pool
+        result = bench.bench_condense(device=args.device, compile=not args.no_compile, dc=not args.no_dc, **kw)
+    elif args.which == "evaluate":
+        kw.pop("iterations", None)
+        result = bench.bench_evaluate(models=args.models, device=args.device, stacked=args.stacked or None, **kw)
     else:
         kw.pop("iterations", None)
         result = bench.bench_shadows(models=args.models, device=args.device, **kw)
