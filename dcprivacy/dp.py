@@ -21,10 +21,10 @@ One example lies in exactly one class, and its embedding is a function of that e
 ConvNet's instance norm takes statistics per image; batch norm would let one example move every
 embedding of its batch, and is refused; a siamese DSA draw is data-independent and picks the
 example's transformation by its own label). So adding or removing it changes one class sum by a
-vector of norm at most ``C``: the concatenated class sums [s_1, …, s_K] have L2 sensitivity ``C``, and
+vector of norm at most ``C``: the concatenated class sums [u_c for every class c] have L2 sensitivity ``C``, and
 step 3 is *one* Gaussian mechanism with noise multiplier σ, subsampled with rate ``q`` — the same
-mechanism as one step of DP-SGD. T iterations compose adaptively (what the synthetic images do with
-a release depends only on earlier releases), so the accountant is given ``(σ, q, T)``.
+mechanism as one step of DP-SGD. R iterations compose adaptively (what the synthetic images do with
+a release depends only on earlier releases), so the accountant is given ``(σ, q, R)``.
 Everything after the release is post-processing: the noisy sum is divided by ``q·n_c`` where
 ``n_c`` is a *declared, public* class size (the pool's size by design, e.g. 300 per class or
 FashionMNIST's 6000), never the count of the sampled batch — that count is computed from the

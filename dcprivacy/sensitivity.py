@@ -138,9 +138,9 @@ def standardized_shift(score_in, score_out, *, bootstrap: int = 2000, level: flo
     """How far removing a target moves its score, in units of the spread between training seeds.
 
     ``score_in[k]``, ``score_out[k]``: the target's score (e.g. LiRA's φ) on the model trained with
-    seed ``k`` on S(T) and on S(T ∖ {target}). Returns (d, low, high): d = (mean in − mean out) /
+    seed ``k`` on S(T) and on S(T ∖ {target}). Returns (shift, low, high): shift = (mean in − mean out) /
     pooled standard deviation over seeds, with a percentile-bootstrap interval that resamples seeds
-    (pairs). For two Gaussians of equal spread, d is the μ of a Gaussian mechanism (chapter 2)."""
+    (pairs). For two Gaussians of equal spread, the shift is 1/σ of a Gaussian mechanism (chapter 2)."""
     a, b = np.asarray(score_in, float).ravel(), np.asarray(score_out, float).ravel()
     if a.shape != b.shape or a.size < 2:
         raise ValueError(f"score_in and score_out: need the same number (≥ 2) of seeds, got {a.size} and {b.size}")

@@ -136,8 +136,8 @@ def gaussian_kl(mean_p: torch.Tensor, var_p: float, mean_q: torch.Tensor,
 
 
 def gaussian_delta(mu: float, eps: float) -> float:
-    """δ(ε) between N(0, 1) and N(μ, 1): the exact privacy profile of a Gaussian mechanism whose
-    sensitivity is μ noise standard deviations (Balle & Wang 2018):
+    """δ(ε) between N(0, 1) and N(μ, 1), μ = ``mu``: the exact privacy profile of a Gaussian mechanism
+    with noise multiplier σ = 1/μ (sensitivity μ noise standard deviations; Balle & Wang 2018):
     Φ(μ/2 − ε/μ) − e^ε Φ(−μ/2 − ε/μ)."""
     if mu <= 0:
         return 0.0

@@ -110,3 +110,49 @@ def test_colab_button_points_at_the_notebooks(site):
     for chapter in chapters:
         text = (html / f"{chapter}.html").read_text()
         assert f"colab.research.google.com/github/" in text and f"{chapter}.ipynb" in text, chapter
+
+
+def _serve(html):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(html))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def student_site():
+    """The students' edition, built once by the command a course runs."""
+    proc = subprocess.run(["bash", str(ROOT / "tools" / "book.sh"), "--render-only", "--without-solutions"],
+                          capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHON": sys.executable})
+    assert proc.returncode == 0, f"students' edition failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    html = ROOT / "_build" / "html-nosolutions"
+    assert (html / "index.html").exists()
+    server = _serve(html)
+    yield html, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+def test_instructors_edition_keeps_solutions_collapsed(site):
+    html, _ = site
+    chapters = [p for p in _pages() if re.match(r"book/\d\d-", p)]
+    for chapter in chapters:
+        text = (html / f"{chapter}.html").read_text()
+        solutions = re.findall(r'<div class="solution[^"]*"', text)
+        assert solutions and all("dropdown" in s for s in solutions), f"{chapter}: solutions missing or not collapsed"
+
+
+def test_students_edition_has_no_solutions(student_site, browser):
+    html, base = student_site
+    chapters = [p for p in _pages() if re.match(r"book/\d\d-", p)]
+    for chapter in chapters:  # every page of the edition, as files
+        text = (html / f"{chapter}.html").read_text()
+        assert 'class="exercise' in text, f"{chapter}: the exercises are gone too"
+        assert not re.search(r'class="solution', text), f"{chapter}: a solution block is left"
+    page = browser.new_page()  # and one page as a student opens it
+    resp = page.goto(urljoin(base, "book/08-dp-condensation.html"), wait_until="networkidle")
+    assert resp is not None and resp.status == 200
+    assert page.evaluate("document.querySelectorAll('.exercise').length") > 0
+    assert page.evaluate("document.querySelectorAll('.solution').length") == 0
+    assert "Solution to" not in page.inner_text("article")
+    page.close()

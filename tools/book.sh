@@ -1,9 +1,46 @@
 #!/usr/bin/env bash
 # Build the book: set up, execute every chapter in the active profile, render HTML to _build/html.
 #   DCPRIVACY_PROFILE=quick|standard|paper bash tools/book.sh   (default: standard with CUDA, else quick)
+#   bash tools/book.sh --render-only                       render the committed notebooks, execute nothing
+#   bash tools/book.sh --render-only --without-solutions   the students' edition, in _build/html-nosolutions
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+
+# Options of the course editions (other options pass through to the blocks below).
+RENDER_ONLY=0 WITHOUT_SOLUTIONS=0 rest=()
+for arg in "$@"; do
+  case "$arg" in
+    --render-only) RENDER_ONLY=1 ;;
+    --without-solutions) WITHOUT_SOLUTIONS=1 ;;
+    *) rest+=("$arg") ;;
+  esac
+done
+set -- ${rest[@]+"${rest[@]}"}
+if [ "$WITHOUT_SOLUTIONS" = 1 ]; then
+  # sphinx-exercise's hide_solutions drops every {solution} block; the committed notebooks are rendered
+  # into a separate tree so that the instructors' edition in _build/html stays as it is.
+  if [ "$RENDER_ONLY" != 1 ]; then
+    echo "--without-solutions renders the committed notebooks: add --render-only" >&2; exit 2
+  fi
+  out=_build/nosolutions
+  rm -rf "$out" _build/html-nosolutions
+  mkdir -p "$out"
+  "$PYTHON" -c "import sys, yaml; c = yaml.safe_load(open('_config.yml')); \
+c.setdefault('sphinx', {}).setdefault('config', {})['hide_solutions'] = True; \
+yaml.safe_dump(c, open(sys.argv[1], 'w'), sort_keys=False, allow_unicode=True)" "$out/_config.yml"
+  "$PYTHON" -c "from jupyter_book.cli.main import main; main()" build . --config "$out/_config.yml" \
+    --path-output "$out" -W -n --keep-going
+  mv "$out/_build/html" _build/html-nosolutions
+  rm -rf "$out"
+  test -f _build/html-nosolutions/index.html && echo "students' edition: _build/html-nosolutions/index.html"
+  exit 0
+fi
+if [ "$RENDER_ONLY" = 1 ]; then
+  "$PYTHON" -c "from jupyter_book.cli.main import main; main()" build . -W -n --keep-going
+  test -f _build/html/index.html && echo "book: _build/html/index.html"
+  exit 0
+fi
 bash tools/setup.sh
 "$PYTHON" -m dcprivacy data
 export DCPRIVACY_PROGRESS=${DCPRIVACY_PROGRESS:-0}  # pages show results, not progress bars
