@@ -47,6 +47,20 @@ FWD_BWD = 3  # a training step: forward + backward (≈ 2× the forward)
 DOUBLE_BACKWARD = 7  # gradient matching's synthetic side: forward, backward with graph, backward of that
 DEVICES = ("cpu", "t4", "h200")
 
+# What each chapter may take (minutes), tested against the predictions: a chapter opened alone on a fresh runtime
+# (chapters 5 and 8 re-creating chapter 4's experiment). Quick on 2 CPU cores: the book's CI budget (the whole
+# book in order ≤ 12 minutes, ≤ 15 with the standalone re-creations); standard on a T4: a Colab session's
+# attention span, 20 minutes per chapter.
+BUDGET_MINUTES = {
+    ("quick", "cpu"): {"01-tour": 1.5, "02-linear-bound": 0.5, "03-condensation": 3.0, "04-membership-inference": 3.5,
+                       "05-no-free-lunch": 3.5, "06-nonlinear": 1.0, "07-visual-privacy": 1.0,
+                       "08-dp-condensation": 4.5},
+    ("standard", "t4"): {stem: 20.0 for stem in ("01-tour", "02-linear-bound", "03-condensation",
+                                                 "04-membership-inference", "05-no-free-lunch", "06-nonlinear",
+                                                 "07-visual-privacy", "08-dp-condensation")},
+}
+BOOK_BUDGET_MINUTES = {("quick", "cpu"): 15.0}  # the whole book, each chapter standing alone
+
 
 @dataclass(frozen=True)
 class Device:
