@@ -262,6 +262,31 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def gpu_paths(device: torch.device | str | None) -> bool:
+    """Whether to take the code paths the package takes on a GPU (stacked training and prediction, vmap
+    gradient matching, one-pass DM embeddings in NCHW, pinned host-to-device copies): on a CUDA device, or
+    anywhere with ``DCPRIVACY_FORCE_GPU_PATHS=1`` — how the tests run every such path on a CPU, so that
+    none of them meets its first input on a reader's GPU. Each path also has its own keyword argument."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    return device.type == "cuda" or os.environ.get("DCPRIVACY_FORCE_GPU_PATHS", "").strip() == "1"
+
+
+def exact_arithmetic() -> dict:
+    """Full fp32 precision and deterministic cuDNN, for chapters whose claims are differences of size 1/n:
+    no TF32 in matrix products or convolutions (Ampere and later GPUs use it by default for convolutions;
+    it keeps 10 mantissa bits), cuDNN's deterministic algorithms and no autotuning. Harmless on a CPU.
+    Returns the settings now in force."""
+    torch.set_float32_matmul_precision("highest")
+    try:  # the API of PyTorch ≥ 2.9
+        torch.backends.cudnn.conv.fp32_precision = "ieee"
+    except AttributeError:
+        torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    return {"float32_matmul_precision": torch.get_float32_matmul_precision(), "cudnn_deterministic": True,
+            "cudnn_benchmark": False, "tf32": False}
+
+
 def progress(iterable=None, **kwargs):
     """A tqdm progress bar, silenced by ``DCPRIVACY_PROGRESS=0`` (how the book's pages are executed)."""
     if os.environ.get("DCPRIVACY_PROGRESS", "1") == "0":
@@ -276,4 +301,4 @@ def progress(iterable=None, **kwargs):
 
 
 __all__ = ["Profile", "PROFILES", "PROFILE_NAMES", "get_profile", "profile_name", "default_device",
-           "progress", "replace", "Tour", "Theory", "Condense", "MIA", "Nonlinear", "Visual", "DP"]
+           "gpu_paths", "exact_arithmetic", "progress", "replace", "Tour", "Theory", "Condense", "MIA", "Nonlinear", "Visual", "DP"]
