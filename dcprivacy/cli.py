@@ -354,6 +354,28 @@ def _chapter(args) -> int:
     return 0 if result["returncode"] == 0 else 1
 
 
+def _reproduce_args(p: argparse.ArgumentParser):
+    p.add_argument("--budget-minutes", type=float, required=True, help="stop starting work that would not end by then")
+    p.add_argument("--device", default="cuda", help="cuda (default) or cpu")
+    p.add_argument("--dry-run", action="store_true", help="every step at toy sizes (a rehearsal on any machine)")
+    p.add_argument("--steps", default="0,1,2,3", help="which steps, e.g. 1,3 (default: all, in order)")
+    p.add_argument("--results", default=None, help="folder for the results (default: results/)")
+
+
+@subcommand("reproduce", "the GPU reproduction (chapter timings, DM/DSA/DC at the reference's settings, the critique "
+            "at scale) within a time budget")(_reproduce_args)
+def _reproduce(args) -> int:
+    from .reproduce import reproduce
+    try:
+        steps = tuple(int(s) for s in args.steps.split(",") if s.strip())
+    except ValueError:
+        raise SystemExit(f"--steps {args.steps!r}: expected numbers from 0 to 3 separated by commas, e.g. 0,1")
+    record = reproduce(budget_minutes=args.budget_minutes, device=args.device, dry_run=args.dry_run,
+                       results=args.results, steps=steps, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(json.dumps({k: v for k, v in record.items() if k != "sizes"}, indent=2, default=str))
+    return 0 if all(s["status"] == "done" for s in record["steps"].values()) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m dcprivacy",
