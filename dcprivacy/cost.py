@@ -332,7 +332,15 @@ def _ch05_own(cfg) -> Work:
 
 
 def ch05_no_free_lunch(p: Profile, dev: Device) -> Work:
-    """Chapter 5's own work; it re-creates chapter 4's experiment when the cache is empty (see ``RECREATES``)."""
+    """Chapter 5's own work; it re-creates chapter 4's experiment when the cache is empty (see ``RECREATES``).
+
+    A new experiment adds its term here from the same blocks, e.g. a subset-size sweep that runs K more
+    ``subset`` (or ``dm``) pipelines at each ipc of a grid and attacks each::
+
+        sweep = total(mia_pipeline("subset", replace(p.mia, ipc=k), gpu_paths=dev.gpu_paths)
+                      + bootstrap(p.mia.runs * p.mia.pool, p.mia.bootstrap) for k in GRID)
+        return _ch05_own(p.mia) + sweep.named("subset-size sweep")
+    """
     return _ch05_own(p.mia)
 
 
