@@ -75,3 +75,13 @@ def test_fit_reproduces_the_constants(tmp_path, monkeypatch):
     (tmp_path / "timings").mkdir()
     (tmp_path / "timings" / "calibration-cpu.json").write_text(json.dumps({"constants": {"step_seconds": 1.0}}))
     assert cost.device_constants("cpu").step_seconds == 1.0
+
+
+def test_cost_command_writes_the_prediction(tmp_path, capsys):
+    from dcprivacy.cli import main
+    out = tmp_path / "cost.json"
+    assert main(["cost", "--profile", "standard", "--device", "t4", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["profile"] == "standard" and r["device"] == "t4" and "provenance" in r
+    assert max(c["minutes"] for c in r["chapters"].values()) <= 20
+    assert "03-condensation" in capsys.readouterr().err  # the table
