@@ -229,9 +229,8 @@ def step_critique(sizes: Sizes, budget: float, key: str, device, out: Path, ds, 
               dm_iterations=sizes.critique_dm_iterations, batch_real=sizes.batch_real, pipelines=("real", "subset", "dm"),
               bootstrap=sizes.bootstrap, test_size=0)
     predicted = {p: cost.mia_pipeline(p, cfg, gpu_paths=dev.gpu_paths).seconds(dev) / 60 for p in cfg.pipelines}
-    if sum(predicted.values()) > budget:  # fewer runs first (K ≥ 16 is the point), then fewer DM iterations
-        scale = budget / sum(predicted.values())
-        its = max(sizes.min_dm_iterations, int(cfg.dm_iterations * scale))
+    if predicted["dm"] > budget:  # DM alone holds the result (initialisers vs the other members): keep K, fewer
+        its = max(sizes.min_dm_iterations, int(cfg.dm_iterations * budget / predicted["dm"]))  # iterations (recorded)
         cfg = replace(cfg, dm_iterations=min(cfg.dm_iterations, its))
         predicted = {p: cost.mia_pipeline(p, cfg, gpu_paths=dev.gpu_paths).seconds(dev) / 60 for p in cfg.pipelines}
     pool_idx = class_balanced_subset(ds.train_y, cfg.pool // ds.num_classes, seed=0)
@@ -239,7 +238,7 @@ def step_critique(sizes: Sizes, budget: float, key: str, device, out: Path, ds, 
     x, y = ds.train_x[pool_idx].to(device), ds.train_y[pool_idx].to(device)
     end = time.time() + 60 * budget
     done, skipped = {}, {}
-    for p in ("dm", "real", "subset"):  # DM first: its initialisers are the result
+    for p in ("dm", "real", "subset"):  # DM first: its initialisers are the result; the baselines as time allows
         left = (end - time.time()) / 60
         if predicted[p] > left:
             skipped[p] = f"predicted {predicted[p]:.1f} min > {left:.1f} min left"
@@ -260,7 +259,7 @@ def step_critique(sizes: Sizes, budget: float, key: str, device, out: Path, ds, 
 
 # --- the whole run ----------------------------------------------------------------------------------------
 
-SHARES = {"step0": 0.35, "step1": 0.25, "step2": 0.15, "step3": 0.25}
+SHARES = {"step0": 0.4, "step1": 0.25, "step2": 0.1, "step3": 0.25}  # of the minutes left when each starts
 
 
 def reproduce(*, budget_minutes: float, device="cuda", dry_run: bool = False, results: str | Path | None = None,
