@@ -4,6 +4,7 @@
 notebooks install and Colab opens. Everything else that names them is written from there by this script:
 
 - ``_config.yml``: the repository URL and branch, and the ref the Colab buttons open;
+- ``.github/workflows/pages.yml``: the branch the site is published from;
 - ``README.md``: the block between ``<!-- colab:start -->`` and ``<!-- colab:end -->``;
 - every chapter's first code cell (the install cell);
 - ``notebooks/NN-name.ipynb``: each chapter as a plain notebook, MyST turned into what Jupyter and Colab
@@ -119,6 +120,14 @@ def config_text(text: str, p: Project) -> str:
     text = sub(r"^(repository:\n(?:  .*\n)*?  branch: ).*$", rf"\g<1>{p.branch}", text)
     text = sub(r"^(    dcprivacy_colab_ref: ).*$", rf'\g<1>"{p.release}"', text)
     return text
+
+
+def pages_text(text: str, p: Project) -> str:
+    """``.github/workflows/pages.yml`` publishing from ``p.branch``."""
+    new, n = re.subn(r"^(  push:\n    branches: \[).*(\])$", rf"\g<1>{p.branch}\g<2>", text, count=1, flags=re.M)
+    if n != 1:
+        raise ValueError("pages.yml: no `push: branches: [...]` to write the branch into")
+    return new
 
 
 def readme_block(p: Project, root: Path = ROOT) -> str:
@@ -465,6 +474,9 @@ def outputs(root: Path = ROOT) -> dict[Path, str]:
     p = project(root)
     files = {root / "_config.yml": config_text((root / "_config.yml").read_text(), p),
              root / "README.md": readme_text((root / "README.md").read_text(), p, root)}
+    pages = root / ".github" / "workflows" / "pages.yml"
+    if pages.exists():
+        files[pages] = pages_text(pages.read_text(), p)
     mds = chapters(root)
     for md in mds:
         files[md] = chapter_text(md, p)
