@@ -297,6 +297,63 @@ def _bench(args) -> int:
     return 0
 
 
+# --- cost model and chapters outside Jupyter (dcprivacy.cost, dcprivacy.runner) ------------------------
+
+def _cost_args(p: argparse.ArgumentParser):
+    p.add_argument("--profile", choices=("quick", "standard", "paper"), default=None, help="default: the active one")
+    p.add_argument("--device", choices=("cpu", "t4", "h200"), default="cpu", help="the device to predict for")
+    p.add_argument("--out", default=None, help="also write the prediction as JSON with provenance here")
+    p.add_argument("--fit", action="store_true", help="re-fit the device's constants to the chapter times "
+                   "recorded in results/timings/book-<profile>-<device>.json and write "
+                   "results/timings/calibration-<device>.json (then used by every prediction)")
+
+
+@subcommand("cost", "predict every chapter's FLOPs, steps and minutes for a profile on a device")(_cost_args)
+def _cost(args) -> int:
+    from . import cost
+    from .config import profile_name
+    started = time.time()
+    profile = args.profile or profile_name()
+    if args.fit:
+        fitted = cost.fit(profile, args.device)
+        path = cost.timings_dir() / f"calibration-{args.device}.json"
+        _emit({"kind": "cost-calibration", **fitted}, str(path), config=vars(args), started=started)
+        return 0
+    result = cost.predict(profile, args.device)
+    print(f"{'chapter':<26}{'TFLOP':>10}{'steps':>10}{'host s':>8}{'minutes':>9}{'in book':>9}", file=sys.stderr)
+    for stem, c in result["chapters"].items():
+        print(f"{stem:<26}{c['flops'] / 1e12:>10.2f}{c['steps']:>10.0f}{c['host_seconds']:>8.0f}"
+              f"{c['minutes']:>9.1f}{c['minutes_in_book']:>9.1f}", file=sys.stderr)
+    print(f"{'total':<54}{result['total_minutes']:>9.1f}{result['total_minutes_in_book']:>9.1f}", file=sys.stderr)
+    if args.out:
+        from .provenance import write_json
+        print(f"wrote {write_json(args.out, result, config=vars(args), started=started)}", file=sys.stderr)
+    else:
+        print(json.dumps({k: v for k, v in result.items() if k != "constants"}, default=str))
+    return 0
+
+
+def _chapter_args(p: argparse.ArgumentParser):
+    p.add_argument("chapter", help="a chapter's file stem, e.g. 03-condensation")
+    p.add_argument("--profile", choices=("quick", "standard", "paper"), default=None, help="default: the active one")
+    p.add_argument("--device-name", choices=("cpu", "t4", "h200"), default=None,
+                   help="the cost model's device this machine is (for the measured/predicted ratio)")
+    p.add_argument("--timeout", type=float, default=None, help="stop the chapter after this many seconds")
+    p.add_argument("--out", default=None, help="write the timing as JSON with provenance here")
+
+
+@subcommand("chapter", "run one chapter's code outside Jupyter under a profile, timed, beside the prediction")(
+    _chapter_args)
+def _chapter(args) -> int:
+    from .config import profile_name
+    from .runner import run_chapter
+    started = time.time()
+    profile = args.profile or profile_name()
+    result = run_chapter(args.chapter, profile=profile, device_name=args.device_name, timeout=args.timeout)
+    _emit(result, args.out, config=vars(args), started=started, device=None)
+    return 0 if result["returncode"] == 0 else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m dcprivacy",

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from .augment import DEFAULT_STRATEGY, apply_transforms, parse_strategy, sample_transforms
-from .config import progress
+from .config import gpu_paths, progress
 from .nets import make_net
 
 INITS = ("real", "noise")
@@ -282,7 +282,7 @@ def distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: in
     snaps = {0: syn.detach().flatten(1, 2).clone()} if 0 in snapshots else {}
     started = time.time()
     start_it = _resume(checkpoint, config, syn, opt, gen, losses)
-    on_cpu = device.type == "cpu"
+    on_cpu = not gpu_paths(device)  # the CPU's layout and pieces (DCPRIVACY_FORCE_GPU_PATHS=1: the GPU's)
     channels_last = (on_cpu and arch == "convnet") if channels_last is None else channels_last
     real_chunk = (64 if on_cpu else None) if real_chunk is None else real_chunk
     net = make_net(arch, **net_kw).to(device).requires_grad_(False)
@@ -339,11 +339,12 @@ def class_gradients(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, w: t
 
     ``x`` [C, b, ...], ``y`` [C, b], ``w`` [C, b]. The result (a dict of [C, ...] tensors) is
     differentiable w.r.t. ``x`` when ``x`` requires grad — what DC needs for the synthetic side.
-    ``vectorize``: one ``vmap`` over ``torch.func.grad`` for all classes (default on a GPU), or a loop
+    ``vectorize``: one ``vmap`` over ``torch.func.grad`` for all classes (default on a GPU and with
+    ``DCPRIVACY_FORCE_GPU_PATHS=1``), or a loop
     over classes (default on a CPU, where it measured faster: ``python -m dcprivacy bench condense``).
     """
     w = torch.ones(y.shape, device=x.device) if w is None else w
-    vectorize = x.is_cuda if vectorize is None else vectorize
+    vectorize = gpu_paths(x.device) if vectorize is None else vectorize
     if vectorize:
         params = {k: v.detach() for k, v in net.named_parameters()}
 
@@ -368,14 +369,15 @@ def gradient_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: int = 
                       arch: str = "convnet", width: int = 128, depth: int = 3, num_classes: int | None = None,
                       seed: int = 0, indices: torch.Tensor | None = None, snapshots=(),
                       callback: Callable | None = None, callback_every: int = 10, checkpoint=None,
-                      checkpoint_every: int = 100, device=None, desc: str | None = None) -> SyntheticSet:
+                      checkpoint_every: int = 100, device=None, desc: str | None = None,
+                      vectorize: bool | None = None) -> SyntheticSet:
     """Condense by gradient matching: DC without ``augment``, DSA with a strategy.
 
     Every iteration draws a fresh network; ``loops = (outer, inner)`` (default: the reference's value
     for ``ipc``): ``outer`` times, match the per-class gradients on real and synthetic images and
     take one step on the images, then train the network ``inner`` epochs on the synthetic set.
     Defaults are the reference's (lr_img 0.1, momentum 0.5, lr_net 0.01, 256 real images per class;
-    init from noise for DC and from real images for DSA).
+    init from noise for DC and from real images for DSA). ``vectorize``: see :func:`class_gradients`.
     """
     num_classes = int(real_y.max()) + 1 if num_classes is None else num_classes
     _check(real_x, real_y, ipc, iterations, num_classes)
@@ -420,8 +422,9 @@ def gradient_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: int = 
                 cls = torch.arange(num_classes, device=device)
                 xr = apply_transforms(xr.flatten(0, 1), t, cls.repeat_interleave(idx.shape[1])).view_as(xr)
                 xs = apply_transforms(xs.flatten(0, 1), t, cls.repeat_interleave(ipc)).view_as(xs)
-            g_real = {k: v.detach() for k, v in class_gradients(net, xr, real_y[idx], valid.float()).items()}
-            g_syn = class_gradients(net, xs, y_syn)
+            g_real = {k: v.detach() for k, v in class_gradients(net, xr, real_y[idx], valid.float(),
+                                                                 vectorize=vectorize).items()}
+            g_syn = class_gradients(net, xs, y_syn, vectorize=vectorize)
             loss = gradient_distance(g_real, g_syn)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -176,26 +176,37 @@ PROFILES: dict[str, Profile] = {
         "quick", "2 CPU cores (CI, laptops): small subsets and narrow nets, the whole book in minutes"),
     "standard": Profile(
         "standard", "one Colab-class GPU (T4, 16 GB): each chapter in at most 20 minutes",
-        tour=Tour(per_class=(1, 10, 50, 100, 500), models=8, epochs=300, width=128),
+        # Sized with the cost model (python -m dcprivacy cost --profile standard --device t4): every chapter,
+        # opened alone on a fresh runtime (chapters 5 and 8 then re-create chapter 4's experiment), is
+        # predicted at ≤ 15 minutes on a T4, leaving a quarter of the 20 for the model's error.
+        tour=Tour(per_class=(1, 10, 50, 100, 500), models=5, epochs=200, width=64),
         theory=Theory(n_grid=(187, 375, 750, 1500, 3000, 6000), m_grid=(1, 2, 4, 8, 16, 32, 64),
                       removals=50, k=256, iterations=1000, validate=10, langevin_steps=2000, chains=256),
+        # The reference's ConvNet, batch and DC/DSA loops (10, 50) at ipc 10, on the full training set, but 500 DM
+        # and 10 DC/DSA iterations (of 20000 and 1000), DC from real images (from noise it needs the
+        # reference's 1000), and evaluation by 3 models × 300 epochs (of 5–20 × 1000): the gains over the random
+        # start appear within the first few hundred DM iterations and the first DC iterations.
         condense=Condense(per_class_pool=0, ipc=(1, 10, 50), width=128, batch_real=256,
-                          dm_iterations=2000, dc_iterations=200, dc_loops=None, dc_init="noise", eval_models=5,
+                          dm_iterations=500, dc_iterations=10, dc_loops=None, dc_init="real", eval_models=3,
                           margin=0.02,
-                          eval_epochs_dm=1000, eval_epochs_dc=300, snapshots=(0, 100, 500, 2000)),
-        mia=MIA(pool=10000, runs=32, epochs=60, epochs_small=300, batch_size=128, width=64, dm_iterations=1000,
-                batch_real=128,
-                dc_iterations=100, pipelines=("real", "subset", "dm", "dm-noise", "dc", "dsa"), bootstrap=500,
-                test_size=0),
+                          eval_epochs_dm=300, eval_epochs_dc=300, eval_epochs_whole=3, snapshots=(0, 50, 200, 500)),
+        # K = 16 (the LiRA reference's count), a pool of 4000 and 500 DM iterations: initialisers are 1 in 20 members
+        # (ipc 10 of 200 per class), K · 100 = 1600 initialiser scores per pipeline bound their TPR tightly. DC and
+        # DSA pipelines (hours at K = 16) are left to the paper profile and tools/gpu.
+        mia=MIA(pool=4000, runs=16, epochs=60, epochs_small=300, batch_size=128, width=64, dm_iterations=500,
+                batch_real=128, pipelines=("real", "subset", "dm", "dm-noise"), bootstrap=500, test_size=0),
         nonlinear=Nonlinear(n_grid=(100, 200, 400, 800, 1600), m_grid=(1, 4, 16, 64),
                             iterations=(1, 10, 100, 500), removals=5, repeats=4, mlp=(128, 2), convnet=(32, 3),
                             widths=(16, 32, 64, 128), depths=(1, 2, 3, 4), pool=500, model_ipc=10, targets=4,
                             model=("convnet", 32, 3), train_seeds=64, train_epochs=300),
-        visual=Visual(classes=10, per_class_pool=1000, width=64, batch_real=128, dm_iterations=1000,
+        # 500 real images per class and 10 exhaustive-SSIM checks: scikit-image SSIM runs on the host, one pair at a time
+        visual=Visual(classes=10, per_class_pool=500, width=64, batch_real=128, dm_iterations=1000,
                       dm_snapshots=(0, 10, 100, 1000), dc_iterations=100, dc_loops=(10, 10),
-                      dc_snapshots=(0, 10, 100), candidates=20, others=50, exact_check=20),
-        dp=DP(per_class_pool=0, width=32, iterations=2000, sample_rate=0.02, dpsgd_epochs=20,
-              dpsgd_sample_rate=0.02, eval_epochs=300, attack_runs=32, attack_pool=5000, attack_test=0),
+                      dc_snapshots=(0, 10, 100), candidates=20, others=50, exact_check=10),
+        # a pool of 1000 per class (DP-DM's noisy sums divided by 1000, not 6000: noise 6× larger than on the
+        # whole set, still below the signal at ε = 1 over 1000 releases), K = 16 attacked models on a pool of 2000
+        dp=DP(per_class_pool=1000, width=32, iterations=1000, sample_rate=0.05, dpsgd_epochs=10,
+              dpsgd_sample_rate=0.02, eval_epochs=200, attack_runs=16, attack_pool=2000, attack_test=0),
     ),
     "paper": Profile(
         "paper", "the papers' sizes: a large GPU and hours",
@@ -251,6 +262,31 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def gpu_paths(device: torch.device | str | None) -> bool:
+    """Whether to take the code paths the package takes on a GPU (stacked training and prediction, vmap
+    gradient matching, one-pass DM embeddings in NCHW, pinned host-to-device copies): on a CUDA device, or
+    anywhere with ``DCPRIVACY_FORCE_GPU_PATHS=1`` — how the tests run every such path on a CPU, so that
+    none of them meets its first input on a reader's GPU. Each path also has its own keyword argument."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    return device.type == "cuda" or os.environ.get("DCPRIVACY_FORCE_GPU_PATHS", "").strip() == "1"
+
+
+def exact_arithmetic() -> dict:
+    """Full fp32 precision and deterministic cuDNN, for chapters whose claims are differences of size 1/n:
+    no TF32 in matrix products or convolutions (Ampere and later GPUs use it by default for convolutions;
+    it keeps 10 mantissa bits), cuDNN's deterministic algorithms and no autotuning. Harmless on a CPU.
+    Returns the settings now in force."""
+    torch.set_float32_matmul_precision("highest")
+    try:  # the API of PyTorch ≥ 2.9
+        torch.backends.cudnn.conv.fp32_precision = "ieee"
+    except AttributeError:
+        torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    return {"float32_matmul_precision": torch.get_float32_matmul_precision(), "cudnn_deterministic": True,
+            "cudnn_benchmark": False, "tf32": False}
+
+
 def progress(iterable=None, **kwargs):
     """A tqdm progress bar, silenced by ``DCPRIVACY_PROGRESS=0`` (how the book's pages are executed)."""
     if os.environ.get("DCPRIVACY_PROGRESS", "1") == "0":
@@ -265,4 +301,4 @@ def progress(iterable=None, **kwargs):
 
 
 __all__ = ["Profile", "PROFILES", "PROFILE_NAMES", "get_profile", "profile_name", "default_device",
-           "progress", "replace", "Tour", "Theory", "Condense", "MIA", "Nonlinear", "Visual", "DP"]
+           "gpu_paths", "exact_arithmetic", "progress", "replace", "Tour", "Theory", "Condense", "MIA", "Nonlinear", "Visual", "DP"]

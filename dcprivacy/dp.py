@@ -52,7 +52,7 @@ import torch.nn.functional as F
 
 from .augment import apply_transforms, parse_strategy, sample_transforms
 from .condense import SyntheticSet, _net_seeds
-from .config import progress
+from .config import gpu_paths, progress
 from .nets import make_net
 
 ACCOUNTANTS = ("prv", "rdp")
@@ -296,8 +296,8 @@ def dp_distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc:
     for it in progress(range(iterations), desc=desc, unit="it"):
         net = make_net(arch, seed=net_seeds[it], **net_kw).to(device).requires_grad_(False)
         idx = (torch.rand(n, generator=cpu_gen) < sample_rate).nonzero().flatten()  # on the host: no sync
-        if device.type == "cuda":
-            idx = idx.pin_memory().to(device, non_blocking=True)
+        if gpu_paths(device):  # an asynchronous copy from pinned memory (pinning needs CUDA; forced on a CPU: none)
+            idx = (idx.pin_memory() if torch.cuda.is_available() else idx).to(device, non_blocking=True)
         xr, yr, xs = real_x[idx], real_y[idx], syn
         if augment:
             t = sample_transforms(num_classes, augment, shape[-2:], generator=gen, device=device, share=num_classes)

@@ -23,7 +23,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from .augment import apply_transforms, parse_strategy, sample_transforms
-from .config import progress
+from .config import gpu_paths, progress
 
 
 @dataclass
@@ -119,7 +119,7 @@ def train_models(factory: Callable[[int], nn.Module], x: torch.Tensor, y: torch.
     others' skips the remaining steps of the epoch (no update, no weight decay, no momentum).
 
     ``chunk``: how many models go through each step together. ``None`` picks by device: all of them
-    on a GPU; one at a time on a CPU, where stacked convolutions measured slower than a loop (see
+    on a GPU (or with ``DCPRIVACY_FORCE_GPU_PATHS=1``, see :func:`dcprivacy.config.gpu_paths`); one at a time on a CPU, where stacked convolutions measured slower than a loop (see
     ``python -m dcprivacy bench train``). The result does not depend on ``chunk`` without
     augmentation; with it, the augmentation draws come from one generator per chunk.
     """
@@ -132,7 +132,7 @@ def train_models(factory: Callable[[int], nn.Module], x: torch.Tensor, y: torch.
     if members is not None and tuple(members.shape) != (N, x.shape[0]):
         raise ValueError(f"members has shape {tuple(members.shape)}, expected ({N}, {x.shape[0]}) = (models, pool)")
     if chunk is None:
-        chunk = N if device.type == "cuda" else 1
+        chunk = N if gpu_paths(device) else 1
     if chunk < 1:
         raise ValueError(f"chunk={chunk}: must be at least 1")
     parts = []
@@ -219,7 +219,7 @@ def _train_stacked(factory, x, y, seeds, members, config: TrainConfig, aug_seed:
 
 def _chunks(ens: Ensemble, chunk: int | None):
     n = len(ens)
-    chunk = (n if ens.device.type == "cuda" else 1) if chunk is None else chunk
+    chunk = (n if gpu_paths(ens.device) else 1) if chunk is None else chunk
     return [slice(i, min(i + chunk, n)) for i in range(0, n, chunk)]
 
 

@@ -1,0 +1,524 @@
+"""What each chapter costs: FLOPs, steps and predicted minutes, per profile and device.
+
+A chapter's time is predicted from the work its profile asks for, counted term by term over the
+same networks, sizes and loops the chapter (and the package functions it calls) use::
+
+    minutes = (conv FLOPs / (conv efficiency × peak) + dense FLOPs / (dense efficiency × peak)
+               + steps × per-step overhead + host seconds + chapter overhead) / 60
+
+- **FLOPs** of one image through a network come from :func:`dcprivacy.nets.conv_flops` (convolutions
+  and linear layers, multiply-adds × 2; normalisation, ReLU and pooling are memory-bound and priced
+  into the efficiency). A training step costs 3× the forward pass (forward, then a backward of
+  about twice its work); DM's real images need a forward pass only (they are embedded without a
+  graph); gradient matching's synthetic side costs about 7× a forward pass (forward, a backward that
+  keeps its graph, and the backward through that backward).
+- **Steps** are optimiser steps and other launch-bound units (one evaluation batch, one class's
+  gradient in a per-class loop): on a GPU with small networks they, not the FLOPs, set the pace.
+- **Host seconds** are work that runs on the CPU whatever the device: bootstrap resamples of the
+  attack metrics, scikit-image SSIM, privacy accounting.
+
+Each experiment of the book has one function here (``dm``, ``gradient_matching``, ``evaluate``,
+``mia_experiment``, ...) returning a :class:`Work`; a chapter's cost is the sum of the terms of the
+experiments it runs (``CHAPTERS``). When a chapter gains an experiment, add its term to that
+chapter's function with the same building blocks (see the module's tests).
+
+``python -m dcprivacy cost --profile standard --device t4`` prints the table;
+``python -m dcprivacy cost --fit`` re-fits the CPU constants to the chapter times the last
+whole-book run recorded (``results/timings/book-quick-cpu.json``, written by ``tools/book.sh``)
+and writes them to ``results/timings/calibration-cpu.json``, which :func:`predict` then uses.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+
+from .config import PROFILES, Profile, get_profile
+
+C = 10  # classes of FashionMNIST
+TRAIN_PER_CLASS = 6000  # FashionMNIST training images per class
+TEST_SIZE = 10000
+D = 784  # pixels of one image
+EVAL_BATCH = 256  # dcprivacy.train.predict's batch
+TRAIN_BATCH = 256  # dcprivacy.train.TrainConfig's default batch (the literature's)
+FWD_BWD = 3  # a training step: forward + backward (≈ 2× the forward)
+DOUBLE_BACKWARD = 7  # gradient matching's synthetic side: forward, backward with graph, backward of that
+DEVICES = ("cpu", "t4", "h200")
+
+# What each chapter may take (minutes), tested against the predictions: a chapter opened alone on a fresh runtime
+# (chapters 5 and 8 re-creating chapter 4's experiment). Quick on 2 CPU cores: the book's CI budget (the whole
+# book in order ≤ 12 minutes, ≤ 15 with the standalone re-creations); standard on a T4: a Colab session's
+# attention span, 20 minutes per chapter.
+BUDGET_MINUTES = {
+    ("quick", "cpu"): {"01-tour": 1.5, "02-linear-bound": 0.5, "03-condensation": 3.0, "04-membership-inference": 3.5,
+                       "05-no-free-lunch": 3.5, "06-nonlinear": 1.0, "07-visual-privacy": 1.0,
+                       "08-dp-condensation": 4.5},
+    ("standard", "t4"): {stem: 20.0 for stem in ("01-tour", "02-linear-bound", "03-condensation",
+                                                 "04-membership-inference", "05-no-free-lunch", "06-nonlinear",
+                                                 "07-visual-privacy", "08-dp-condensation")},
+}
+BOOK_BUDGET_MINUTES = {("quick", "cpu"): 15.0}  # the whole book, each chapter standing alone
+
+
+@dataclass(frozen=True)
+class Device:
+    """The constants of one device (see the module docstring for how they enter the prediction)."""
+    name: str
+    peak: float  # FLOP/s (fp32)
+    conv_efficiency: float  # fraction of peak reached by ConvNet training and DM
+    dense_efficiency: float  # fraction of peak reached by matrix products (linear DM, MLPs, theory)
+    step_seconds: float  # overhead of one launch-bound step (optimiser step, evaluation batch)
+    chapter_seconds: float  # imports, loading FashionMNIST, plotting: what every chapter pays once
+    gpu_paths: bool  # stacked training and vmap gradient matching (the package's defaults on CUDA)
+    note: str = ""
+
+
+# Host work (the CPU beside the accelerator; the same on every device in this table), measured on
+# this project's 2-core CPU: metrics.summary with 200 resamples of 16 000 scores took 0.21 s
+# (6.6e-8 s per score and resample); scikit-image SSIM of one 28×28 pair 0.4 ms; one Opacus PRV
+# calibration of σ 1.5–5.5 s, one ε evaluation 0.15 s.
+HOST = dict(bootstrap_element=6.6e-8, ssim_pair=4e-4, calibration=3.0, epsilon=0.15)
+
+DEVICE_TABLE: dict[str, Device] = {
+    # 2 CPU cores (this project's CI machine and Colab's CPU runtime). Peak: the convolution throughput
+    # `python -m dcprivacy bench condense` measured at width 128 (results/bench/condense-cpu.json:
+    # 462 GFLOP/s channels-last). The efficiencies and per-step overhead are fitted to the chapter times of
+    # the last whole-book run (python -m dcprivacy cost --fit); the quick profile's narrow networks
+    # (width 8–16) reach a small fraction of what width 128 reaches, and their steps are Python-bound.
+    "cpu": Device("cpu", 4.6e11, 0.10, 0.036, 2.4e-4, 6.0, False,
+                  "2 CPU cores; peak = measured conv throughput (results/bench/condense-cpu.json)"),
+    # NVIDIA T4 (Colab's free GPU): 8.1 TFLOP/s fp32, no TF32. cuDNN reaches about a third of peak on plain
+    # ConvNet-sized layers (32×32 maps, 128 channels) and less through stacked (grouped) convolutions and the
+# memory-bound normalisation around them: a quarter of peak is assumed; an eager PyTorch optimiser step of a small
+    # ConvNet launches ~40 kernels at ~10 µs each from Colab's slow host: ~4 ms.
+    "t4": Device("t4", 8.1e12, 0.25, 0.3, 4.0e-3, 30.0, True,
+                 "Colab T4: 8.1 TFLOP/s fp32 peak; constants not yet measured on one (step 0 of tools/gpu)"),
+    # NVIDIA H200: 67 TFLOP/s fp32 (convolutions run in TF32 by PyTorch's default, faster still). Small
+    # ConvNets cannot fill it: a quarter of the fp32 peak is assumed; a faster host launches kernels at
+    # ~1.5 ms per step.
+    "h200": Device("h200", 6.7e13, 0.25, 0.3, 1.5e-3, 20.0, True,
+                   "H200: 67 TFLOP/s fp32 peak; constants to be recalibrated by tools/gpu step 0"),
+}
+
+
+def timings_dir() -> Path:
+    from .provenance import results_dir
+    return results_dir() / "timings"
+
+
+def device_constants(device: str) -> Device:
+    """The constants of ``device``, with a fitted calibration (``results/timings/calibration-<device>.json``)
+    applied when one exists."""
+    if device not in DEVICE_TABLE:
+        raise ValueError(f"device {device!r}: allowed values are {', '.join(DEVICE_TABLE)}")
+    dev = DEVICE_TABLE[device]
+    path = timings_dir() / f"calibration-{device}.json"
+    if path.exists():
+        fitted = json.loads(path.read_text()).get("constants", {})
+        dev = replace(dev, **{k: float(v) for k, v in fitted.items() if k in
+                              ("conv_efficiency", "dense_efficiency", "step_seconds", "chapter_seconds")})
+    return dev
+
+
+# --- work ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Work:
+    """Work of one experiment (or a sum of them): FLOPs by kind, launch-bound steps, host seconds."""
+    conv: float = 0.0  # FLOPs through ConvNets
+    dense: float = 0.0  # FLOPs of matrix products (MLPs, linear extractors, the theory's linear algebra)
+    steps: float = 0.0
+    host: float = 0.0  # seconds on the host CPU
+    terms: dict = field(default_factory=dict)  # name → (flops, steps, host) of each part
+
+    @property
+    def flops(self) -> float:
+        return self.conv + self.dense
+
+    def __add__(self, other: "Work") -> "Work":
+        return Work(self.conv + other.conv, self.dense + other.dense, self.steps + other.steps,
+                    self.host + other.host, {**self.terms, **other.terms})
+
+    def __mul__(self, k: float) -> "Work":
+        return Work(self.conv * k, self.dense * k, self.steps * k, self.host * k,
+                    {n: tuple(v * k for v in t) for n, t in self.terms.items()})
+
+    __rmul__ = __mul__
+
+    def named(self, name: str) -> "Work":
+        """The same work, recorded as one term ``name`` of its chapter."""
+        return Work(self.conv, self.dense, self.steps, self.host, {name: (self.flops, self.steps, self.host)})
+
+    def seconds(self, dev: Device) -> float:
+        return (self.conv / (dev.conv_efficiency * dev.peak) + self.dense / (dev.dense_efficiency * dev.peak)
+                + self.steps * dev.step_seconds + self.host)
+
+
+def total(parts) -> Work:
+    out = Work()
+    for p in parts:
+        out = out + p
+    return out
+
+
+@lru_cache(maxsize=None)
+def forward_flops(arch: str = "convnet", width: int = 128, depth: int = 3, *, head: bool = True) -> float:
+    """FLOPs of one 28×28 image through ``arch`` (its embedding, plus the linear head with ``head``)."""
+    from .nets import conv_flops, make_net
+    kw = dict(width=width) if arch == "linear" else dict(width=width, depth=depth)
+    net = make_net(arch, **kw)
+    return float(conv_flops(net) + (2 * net.feature_dim * C if head else 0))
+
+
+def _kind(arch: str, flops: float, steps: float, host: float = 0.0) -> Work:
+    return Work(conv=flops, steps=steps, host=host) if arch == "convnet" else Work(dense=flops, steps=steps, host=host)
+
+
+def train(n: float, epochs: int, models: int, *, arch: str = "convnet", width: int = 128, depth: int = 3,
+          batch_size: int = TRAIN_BATCH, gpu_paths: bool = False) -> Work:
+    """:func:`dcprivacy.train.train_models`: ``models`` networks, each on ``n`` examples for ``epochs``.
+    Stacked (one step for all models) on GPU paths, one model after another otherwise."""
+    flops = FWD_BWD * forward_flops(arch, width, depth) * n * epochs * models
+    steps = epochs * math.ceil(n / batch_size) * (1 if gpu_paths else models)
+    return _kind(arch, flops, steps)
+
+
+def inference(n: float, models: int, *, queries: int = 1, arch: str = "convnet", width: int = 128, depth: int = 3,
+            gpu_paths: bool = False) -> Work:
+    """:func:`dcprivacy.train.predict` / ``accuracy`` / ``mia.query_logits``: forward passes only."""
+    flops = forward_flops(arch, width, depth) * n * models * queries
+    steps = math.ceil(n / EVAL_BATCH) * queries * (1 if gpu_paths else models)
+    return _kind(arch, flops, steps)
+
+
+def evaluate(n_train: float, epochs: int, models: int, *, width: int = 128, depth: int = 3, arch: str = "convnet",
+             test: int = TEST_SIZE, gpu_paths: bool = False) -> Work:
+    """:func:`dcprivacy.condense.evaluate_synthetic`: train ``models`` on a set, test accuracy."""
+    return (train(n_train, epochs, models, arch=arch, width=width, depth=depth, gpu_paths=gpu_paths)
+            + inference(test, models, arch=arch, width=width, depth=depth, gpu_paths=gpu_paths))
+
+
+def dm(ipc: int, iterations: int, real_per_class: float, *, classes: int = C, runs: int = 1, arch: str = "convnet",
+       width: int = 128, depth: int = 3) -> Work:
+    """:func:`dcprivacy.condense.distribution_matching`: per iteration, ``real_per_class`` real images of every
+    class embedded without a graph (once for all ``runs`` sharing the draw), and every run's synthetic
+    images forward and backward."""
+    e = forward_flops(arch, width, depth, head=False)
+    per_it = e * classes * real_per_class + FWD_BWD * e * runs * classes * ipc
+    return _kind(arch, per_it * iterations, iterations)
+
+
+def gradient_matching(ipc: int, iterations: int, loops: tuple[int, int] | None, batch_real: float, *,
+                      classes: int = C, width: int = 128, depth: int = 3, gpu_paths: bool = False) -> Work:
+    """:func:`dcprivacy.condense.gradient_matching` (DC; DSA costs the same plus its cheap augmentation):
+    ``outer`` gradient matches per iteration (real: forward + backward; synthetic: with the double
+    backward), with ``inner`` epochs of network training on the synthetic set between them."""
+    from .condense import default_loops
+    outer, inner = default_loops(ipc) if loops is None else loops
+    f = forward_flops("convnet", width, depth)
+    match = FWD_BWD * f * classes * batch_real + DOUBLE_BACKWARD * f * classes * ipc
+    net_train = (outer - 1) * inner * FWD_BWD * f * classes * ipc
+    # a match: one vmap call for all classes on GPU paths, else a loop of 2 autograd calls per class
+    match_steps = 2 if gpu_paths else 2 * classes + 1
+    steps = outer * match_steps + (outer - 1) * inner * math.ceil(classes * ipc / TRAIN_BATCH)
+    return Work(conv=(outer * match + net_train) * iterations, steps=steps * iterations)
+
+
+def bootstrap(scores: float, resamples: int, summaries: int = 1) -> Work:
+    """:func:`dcprivacy.metrics.summary` with ``resamples`` bootstrap resamples of ``scores`` scores, on the host."""
+    return Work(host=HOST["bootstrap_element"] * scores * max(resamples, 1) * summaries)
+
+
+def ssim(pairs: float) -> Work:
+    """scikit-image SSIM of ``pairs`` 28×28 image pairs (:mod:`dcprivacy.visual`), on the host."""
+    return Work(host=HOST["ssim_pair"] * pairs)
+
+
+def accounting(calibrations: int = 0, evaluations: int = 0) -> Work:
+    """Opacus accountant calls: calibrating σ to an ε, or evaluating ε of a σ, on the host."""
+    return Work(host=HOST["calibration"] * calibrations + HOST["epsilon"] * evaluations)
+
+
+# --- pipelines (chapters 4, 5, 8) -----------------------------------------------------------------------
+
+def mia_pipeline(name: str, cfg, *, gpu_paths: bool = False) -> Work:
+    """:func:`dcprivacy.pipelines.run_pipeline`: K runs of one pipeline on the IN halves of the pool,
+    every model scored on the whole pool (2 queries) and tested on ``test_size`` images."""
+    K, half = cfg.runs, cfg.pool / 2
+    net = dict(width=cfg.width, depth=3, gpu_paths=gpu_paths)
+    small = C * cfg.ipc
+    if name == "real":
+        w = train(half, cfg.epochs, K, batch_size=cfg.batch_size, **net)
+    elif name == "subset":
+        w = train(small, cfg.epochs_small, K, batch_size=cfg.batch_size, **net)
+    else:
+        if name in ("dm", "dm-noise"):
+            real = min(cfg.batch_real, half / C)
+            if cfg.shared_draws:  # one batch for all K runs: 2·batch_real pool images per class
+                cond = dm(cfg.ipc, cfg.dm_iterations, min(2 * cfg.batch_real, cfg.pool / C), runs=K, width=cfg.width)
+            else:
+                cond = K * dm(cfg.ipc, cfg.dm_iterations, real, width=cfg.width)
+        else:
+            cond = K * gradient_matching(cfg.ipc, cfg.dc_iterations, cfg.dc_loops, min(cfg.batch_real, half / C),
+                                         width=cfg.width, gpu_paths=gpu_paths)
+        w = cond + train(small, cfg.epochs_small, K, batch_size=cfg.batch_size, **net)
+    test = cfg.test_size or TEST_SIZE
+    return (w + inference(cfg.pool, K, queries=2, width=cfg.width, gpu_paths=gpu_paths)
+            + inference(test, K, width=cfg.width, gpu_paths=gpu_paths)).named(f"pipeline {name}")
+
+
+def mia_experiment(cfg, *, gpu_paths: bool = False) -> Work:
+    """:func:`dcprivacy.pipelines.run_experiment`: every pipeline of ``cfg.pipelines``."""
+    return total(mia_pipeline(p, cfg, gpu_paths=gpu_paths) for p in cfg.pipelines)
+
+
+# --- chapters -------------------------------------------------------------------------------------------
+
+def ch01_tour(p: Profile, dev: Device) -> Work:
+    t, g = p.tour, dev.gpu_paths
+    check = 2 * train(50, 3, 3, width=8, batch_size=16, gpu_paths=False)  # stacked vs alone, tiny
+    main = total(evaluate(C * k, t.epochs, t.models, width=t.width, gpu_paths=g).named(f"{k}/class")
+                 for k in t.per_class)
+    return check.named("stacked check") + main
+
+
+def ch02_linear_bound(p: Profile, dev: Device) -> Work:
+    t = p.theory
+    N, k, m = TRAIN_PER_CLASS, t.k, t.ipc
+    randn = 10  # FLOP-equivalents of one normal draw
+    main = Work(dense=t.iterations * (4 * C * k * D + randn * k * D), steps=t.iterations).named("linear DM")
+    n0, v = t.n_grid[0], t.validate
+    loo = Work(dense=t.iterations * (4 * C * (v + 1) * k * D + randn * k * D) + C * v * n0 * D,
+               steps=2 * t.iterations).named("leave-one-out loop")
+    grid = Work(dense=sum(3 * C * n * D + 10 * C * t.removals * mm * D for n in t.n_grid for mm in t.m_grid),
+                steps=10 * len(t.n_grid) * len(t.m_grid)).named("sensitivity grid")
+    lang = Work(dense=t.langevin_steps * t.chains * C * D * (5 + randn) + 2 * TEST_SIZE * t.chains * C * D,
+                steps=t.langevin_steps).named("Langevin")
+    rest = Work(dense=8 * C * N * D * (len(t.n_grid) + 4), steps=200).named("closed forms")
+    return main + loo + grid + lang + rest
+
+
+def ch03_condensation(p: Profile, dev: Device) -> Work:
+    c, g = p.condense, dev.gpu_paths
+    pool = c.per_class_pool or TRAIN_PER_CLASS
+    real = min(c.batch_real, pool)
+    ipc = 10 if 10 in c.ipc else c.ipc[-1]
+    net = dict(width=c.width, depth=c.depth)
+    w = 2 * dm(ipc, c.dm_iterations, real, **net).named(f"DM real+noise ipc {ipc}")
+    w = w + 2 * gradient_matching(ipc, c.dc_iterations, c.dc_loops, real, gpu_paths=g, **net).named("DC+DSA")
+    for k in c.ipc:
+        if k != ipc:
+            w = w + dm(k, c.dm_iterations, real, **net).named(f"DM ipc {k}")
+    ev = dict(models=c.eval_models, gpu_paths=g, **net)
+    w = w + evaluate(C * ipc, c.eval_epochs_dm, **ev).named("evaluate DM real") * 3  # DM real, DM noise, DSA
+    w = w + evaluate(C * ipc, c.eval_epochs_dc, **ev).named("evaluate DC")
+    for k in c.ipc:  # the random start of every ipc, and DM at the other ipcs
+        w = w + evaluate(C * k, c.eval_epochs_dm, **ev).named(f"evaluate random {k}") * (1 if k == ipc else 2)
+    w = w + evaluate(C * ipc, c.eval_epochs_dc, **ev).named("evaluate random, no aug")
+    w = w + evaluate(C * pool, c.eval_epochs_whole, **ev).named("evaluate whole pool")
+    return w
+
+
+def ch04_membership_inference(p: Profile, dev: Device) -> Work:
+    cfg = p.mia
+    attacks = bootstrap(cfg.runs * cfg.pool, cfg.bootstrap, 3 * len(cfg.pipelines)).named("attacks")
+    return mia_experiment(cfg, gpu_paths=dev.gpu_paths) + attacks
+
+
+def _ch05_own(cfg) -> Work:
+    return bootstrap(cfg.runs * cfg.pool, cfg.bootstrap, len(cfg.pipelines) + 4).named("attacks")
+
+
+def ch05_no_free_lunch(p: Profile, dev: Device) -> Work:
+    """Chapter 5's own work; it re-creates chapter 4's experiment when the cache is empty (see ``RECREATES``)."""
+    return _ch05_own(p.mia)
+
+
+def ch06_nonlinear(p: Profile, dev: Device) -> Work:
+    nl, g = p.nonlinear, dev.gpu_paths
+    n_max, its = max(nl.n_grid), max(nl.iterations)
+    G, R = len(nl.n_grid), nl.removals + 1
+
+    def removal(arch, width, depth, m, iterations=its):  # sensitivity.removal_shifts: one DM call, G·(2+R) runs
+        return dm(m, iterations, n_max, classes=1, runs=G * (2 + R), arch=arch, width=width, depth=depth)
+
+    keys = set()
+    for arch, (width, depth) in (("mlp", nl.mlp), ("convnet", nl.convnet)):
+        for m in nl.m_grid:
+            keys |= {(arch, width, depth, m, rep) for rep in range(nl.repeats)}
+        for v in nl.widths:
+            keys.add((arch, v, depth, nl.sweep_m, 0))
+        for v in nl.depths:
+            keys.add((arch, width, v, nl.sweep_m, 0))
+    w = total(removal(a, wd, dp, m).named(str(key)) for key in sorted(keys) for (a, wd, dp, m, _) in [key])
+    from .theory import linear_dm_contraction
+    lin_its = int(math.ceil(math.log(1e-10) / math.log(linear_dm_contraction(nl.linear_k, D, 1.0))))
+    w = w + removal("linear", nl.linear_k, 1, nl.sweep_m, lin_its).named("linear control")
+    runs = 1 + 2 * nl.targets
+    w = w + dm(nl.model_ipc, its, nl.pool, runs=runs, width=nl.convnet[0], depth=nl.convnet[1]).named("DM T and T∖{x'}")
+    arch, width, depth = nl.model
+    w = w + runs * (train(C * nl.model_ipc, nl.train_epochs, nl.train_seeds, arch=arch, width=width, depth=depth,
+                          gpu_paths=g)
+                    + inference(2 * nl.targets, nl.train_seeds, arch=arch, width=width, depth=depth, gpu_paths=g)
+                    ).named("models on the sets")
+    slopes = 2 * nl.repeats * len(nl.m_grid) * len(nl.iterations) * nl.removals  # values per bootstrap
+    w = w + bootstrap(slopes, nl.bootstrap, 4).named("bootstrap")
+    return w
+
+
+def ch07_visual_privacy(p: Profile, dev: Device) -> Work:
+    v, g = p.visual, dev.gpu_paths
+    pool = v.per_class_pool or TRAIN_PER_CLASS
+    real = min(v.batch_real, pool)
+    net = dict(width=v.width, depth=v.depth)
+    w = 2 * dm(v.ipc, v.dm_iterations, real, classes=v.classes, **net).named("DM")
+    w = w + 4 * gradient_matching(v.ipc, v.dc_iterations, v.dc_loops, real, classes=v.classes, gpu_paths=g,
+                                  **net).named("DC+DSA")
+    Q, P = v.classes * v.ipc, v.classes * pool
+    snaps = 2 * len(v.dm_snapshots) + 4 * len(v.dc_snapshots)
+    per_snapshot = ssim(Q * (v.candidates + 1 + v.others + 1)) + Work(dense=3 * Q * P * D)
+    w = w + (snaps * per_snapshot).named("nearest images")
+    w = w + ssim(6 * v.exact_check * P + Q * v.candidates).named("exhaustive SSIM check, test images")
+    return w
+
+
+def ch08_dp_condensation(p: Profile, dev: Device) -> Work:
+    d, g = p.dp, dev.gpu_paths
+    per_class = d.per_class_pool or TRAIN_PER_CLASS
+    n = C * per_class
+    eps = len(d.epsilons) + 1
+    e = forward_flops("convnet", d.width, 3, head=False)
+
+    def dp_dm(n_real, iterations):  # DP-DM: q·n real images embedded, the synthetic set forward + backward
+        return Work(conv=iterations * (e * d.sample_rate * n_real + FWD_BWD * e * C * d.ipc), steps=iterations)
+
+    def dp_sgd(n_real, models):  # Opacus, one model after another; per-sample gradients ≈ one more backward
+        batches = d.dpsgd_epochs * math.ceil(1 / d.dpsgd_sample_rate)
+        return Work(conv=(FWD_BWD + 1) * forward_flops("convnet", d.width, 3) * n_real * d.dpsgd_epochs * models,
+                    steps=3 * batches * models)
+
+    ev = evaluate(C * d.ipc, d.eval_epochs, d.eval_models, width=d.width, gpu_paths=g)
+    w = (eps * (dp_dm(n, d.iterations) + ev)).named("DP-DM sweep")
+    w = w + (eps * dp_sgd(n, 1) + eps * inference(TEST_SIZE, 1, width=d.width)).named("DP-SGD sweep")
+    w = w + (dm(d.ipc, d.iterations, max(1, round(d.sample_rate * per_class)), width=d.width) + ev).named("DM plain")
+    # σ calibrations are cached per (ε, δ, q, T): one per ε for DP-DM (shared with the accounting section),
+    # one per ε for DP-SGD; the accounting section's curves evaluate ε at 8 σ with 2 accountants
+    w = w + accounting(calibrations=2 * len(d.epsilons), evaluations=16 + 3 * len(d.epsilons)).named("accounting")
+    K, half = d.attack_runs, d.attack_pool / 2
+    test = d.attack_test or TEST_SIZE
+    scored = 2 * (inference(d.attack_pool, K, queries=2, width=d.width, gpu_paths=g) + inference(test, K, width=d.width,
+                                                                                             gpu_paths=g))
+    w = w + (K * dp_dm(half, d.iterations) + train(C * d.ipc, d.eval_epochs, K, width=d.width, gpu_paths=g)
+             + dp_sgd(half, K) + scored + accounting(calibrations=1)).named("attacked DP pipelines")
+    w = w + bootstrap(K * d.attack_pool, p.mia.bootstrap, 2).named("attacks")
+    w = w + bootstrap(p.mia.runs * p.mia.pool, p.mia.bootstrap, len(p.mia.pipelines) + 1).named("chapter 5's rows")
+    return w
+
+
+def _chapter4_models(p: Profile, dev: Device) -> Work:
+    return mia_experiment(p.mia, gpu_paths=dev.gpu_paths).named("chapter 4's experiment (re-created)")
+
+
+CHAPTERS = {
+    "01-tour": ch01_tour,
+    "02-linear-bound": ch02_linear_bound,
+    "03-condensation": ch03_condensation,
+    "04-membership-inference": ch04_membership_inference,
+    "05-no-free-lunch": ch05_no_free_lunch,
+    "06-nonlinear": ch06_nonlinear,
+    "07-visual-privacy": ch07_visual_privacy,
+    "08-dp-condensation": ch08_dp_condensation,
+}
+
+# What a chapter re-creates from an earlier chapter when it runs alone with an empty cache; in a whole-book
+# run the earlier chapter has filled the cache and this work is skipped.
+RECREATES = {"05-no-free-lunch": _chapter4_models, "08-dp-condensation": _chapter4_models}
+
+
+def chapter_work(stem: str, profile: str | Profile | None = None, device: str = "cpu", *,
+                 in_book: bool = False) -> Work:
+    """The :class:`Work` of chapter ``stem`` (standing alone, or after the earlier chapters with ``in_book``)."""
+    if stem not in CHAPTERS:
+        raise ValueError(f"chapter {stem!r}: allowed values are {', '.join(CHAPTERS)}")
+    p = profile if isinstance(profile, Profile) else get_profile(profile)
+    dev = device_constants(device)
+    work = CHAPTERS[stem](p, dev)
+    if not in_book and stem in RECREATES:
+        work = work + RECREATES[stem](p, dev)
+    return work
+
+
+def chapter_seconds(stem: str, profile=None, device: str = "cpu", *, in_book: bool = False) -> float:
+    dev = device_constants(device)
+    return chapter_work(stem, profile, device, in_book=in_book).seconds(dev) + dev.chapter_seconds
+
+
+def chapter_minutes(stem: str, profile: str, device: str) -> float:
+    """Predicted minutes of chapter ``stem`` opened by itself (on a fresh runtime, with an empty cache)."""
+    return chapter_seconds(stem, profile, device) / 60
+
+
+def predict(profile: str, device: str) -> dict:
+    """Predicted work and minutes of every chapter: ``{"profile", "device", "constants", "chapters":
+    {stem: {"flops", "steps", "minutes", "minutes_in_book", "host_seconds", "terms"}}, "total_minutes",
+    "total_minutes_in_book"}``. ``minutes``: the chapter alone on a fresh runtime (what a reader who opens
+    it on Colab waits); ``minutes_in_book``: after the earlier chapters filled the cache (a whole-book run)."""
+    dev = device_constants(device)
+    get_profile(profile)  # validate the name
+    chapters = {}
+    for stem in CHAPTERS:
+        w = chapter_work(stem, profile, device)
+        chapters[stem] = {
+            "flops": w.flops, "steps": w.steps, "host_seconds": w.host,
+            "minutes": (w.seconds(dev) + dev.chapter_seconds) / 60,
+            "minutes_in_book": chapter_seconds(stem, profile, device, in_book=True) / 60,
+            "terms": {k: {"flops": f, "steps": s, "host_seconds": h} for k, (f, s, h) in w.terms.items()},
+        }
+    return {"profile": profile, "device": device, "constants": {**asdict(dev), "host": HOST},
+            "chapters": chapters, "total_minutes": sum(c["minutes"] for c in chapters.values()),
+            "total_minutes_in_book": sum(c["minutes_in_book"] for c in chapters.values())}
+
+
+# --- calibration ------------------------------------------------------------------------------------------
+
+def measured_timings(profile: str = "quick", device: str = "cpu") -> dict:
+    """Per-chapter seconds of the last whole-book run (``results/timings/book-<profile>-<device>.json``)."""
+    path = timings_dir() / f"book-{profile}-{device}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run `DCPRIVACY_PROFILE={profile} bash tools/book.sh`, "
+                                f"which records it")
+    return json.loads(path.read_text())["chapters"]
+
+
+def fit(profile: str = "quick", device: str = "cpu", measured: dict | None = None) -> dict:
+    """Fit ``conv_efficiency``, ``dense_efficiency``, ``step_seconds`` and ``chapter_seconds`` of ``device``
+    to measured whole-book chapter times (least squares on log time ratios, over a grid), and return the
+    constants with the largest ratio they leave."""
+    import numpy as np
+    measured = measured_timings(profile, device) if measured is None else measured
+    base = replace(DEVICE_TABLE[device])
+    stems = [s for s in CHAPTERS if s in measured]
+    p = get_profile(profile)
+    works = {s: CHAPTERS[s](p, base) for s in stems}  # in the book's order: nothing re-created
+    best = None
+    for ce in np.geomspace(0.01, 1.0, 41):
+        for de in np.geomspace(0.005, 1.0, 41):
+            for ss in np.geomspace(1e-4, 2e-2, 25):
+                for cs in (1.0, 2.0, 4.0, 6.0):
+                    dev = replace(base, conv_efficiency=float(ce), dense_efficiency=float(de), step_seconds=float(ss),
+                                  chapter_seconds=cs)
+                    r = np.array([math.log((works[s].seconds(dev) + cs) / measured[s]) for s in stems])
+                    score = (r ** 2).sum() + 10 * max(0.0, np.abs(r).max() - math.log(1.4)) ** 2
+                    if best is None or score < best[0]:
+                        best = (score, dev, r)
+    _, dev, r = best
+    return {"constants": {k: getattr(dev, k) for k in ("conv_efficiency", "dense_efficiency", "step_seconds",
+                                                       "chapter_seconds")},
+            "ratios": {s: math.exp(x) for s, x in zip(stems, r)}, "profile": profile, "device": device}
+
+
+__all__ = ["predict", "chapter_minutes", "chapter_work", "chapter_seconds", "Work", "Device", "DEVICE_TABLE",
+           "CHAPTERS", "fit", "measured_timings", "train", "evaluate", "dm", "gradient_matching", "mia_pipeline",
+           "mia_experiment", "inference", "bootstrap", "ssim", "accounting", "forward_flops"]
