@@ -6,7 +6,7 @@ notebooks install and Colab opens. Everything else that names them is written fr
 - ``_config.yml``: the repository URL and branch, and the ref the Colab buttons open;
 - ``.github/workflows/pages.yml``: the branch the site is published from;
 - ``README.md``: the block between ``<!-- colab:start -->`` and ``<!-- colab:end -->``;
-- every chapter's first code cell (the install cell);
+- every chapter's first code cell (the install cell) and second (the runtime note, dcprivacy.runtime);
 - ``notebooks/NN-name.ipynb``: each chapter as a plain notebook, MyST turned into what Jupyter and Colab
   render: included code as listings, glued values as pointers to the cell that prints them, theorems,
   exercises and admonitions as markdown, solutions collapsed, citations as author–year text.
@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
 NOTEBOOKS = "notebooks"  # the folder of the generated notebooks, relative to the repository root
 INSTALL_MARK = "# Install the book's package"
+NOTE_IMPORT = "from dcprivacy.runtime import chapter_note"
 # Colab ships these (and the package's other dependencies) in compatible versions; the install cell adds
 # the package without its dependencies, and of its extras only what is missing.
 EXTRAS = {"opacus": "opacus>=1.5"}
@@ -152,13 +153,23 @@ def readme_text(text: str, p: Project, root: Path = ROOT) -> str:
     return new
 
 
+def note_cell(stem: str) -> str:
+    """The source of every chapter's second code cell: the runtime note (dcprivacy.runtime)."""
+    return f'{NOTE_IMPORT}\nchapter_note("{stem}")'
+
+
 def chapter_text(md: Path, p: Project) -> str:
-    """The chapter's MyST source with its install cell written from ``p``."""
+    """The chapter's MyST source with its install cell written from ``p`` and its runtime note after it."""
     nb = jupytext.read(md)
     code = [c for c in nb.cells if c.cell_type == "code"]
     if not code or not code[0].source.startswith(INSTALL_MARK):
         raise ValueError(f"{md.name}: the first code cell must be the install cell starting {INSTALL_MARK!r}")
     code[0].source = install_cell(p)
+    if len(code) > 1 and code[1].source.startswith(NOTE_IMPORT):
+        code[1].source = note_cell(md.stem)
+    else:
+        note = nbformat.v4.new_code_cell(note_cell(md.stem), metadata={"tags": ["remove-input"]})
+        nb.cells.insert(nb.cells.index(code[0]) + 1, note)
     return jupytext.writes(nb, "md:myst")
 
 
