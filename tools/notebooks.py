@@ -141,7 +141,7 @@ def readme_block(p: Project, root: Path = ROOT) -> str:
     lines += ["", "In plain Jupyter, without building the book (Python ≥ 3.10):", "", "```bash",
               f"git clone {p.repository}.git && cd {name} && git checkout {p.release}",
               'pip install -e ".[dp,jupyter]"     # add PyTorch first if you want a CUDA build',
-              f"jupyter lab {NOTEBOOKS}/             # or: jupyter lab book/ (the executed chapters, with outputs)",
+              f"jupyter lab {NOTEBOOKS}/             # the chapters as plain notebooks; run them top to bottom",
               "```", "", "<!-- colab:end -->"]
     return "\n".join(lines)
 
