@@ -97,17 +97,16 @@ def chapters(root: Path = ROOT) -> list[Path]:
 
 def install_cell(p: Project) -> str:
     """The source of every chapter's first code cell."""
-    extras = ", ".join(f'"{mod}": "{req}"' for mod, req in EXTRAS.items())
-    return f'''{INSTALL_MARK} (release {p.release}) where it is missing, as on Colab. Colab already has
-# PyTorch, NumPy, SciPy, scikit-learn, scikit-image, Matplotlib and tqdm, so only dcprivacy is added
-# (without dependencies), and Opacus if it is missing. Elsewhere: see the README.
+    extras = "\n".join(f'    if importlib.util.find_spec("{mod}") is None:\n'
+                        f'        subprocess.run(pip + ["{req}"], check=True)' for mod, req in EXTRAS.items())
+    return f'''{INSTALL_MARK} (release {p.release}) where it is missing, as on Colab.
+# Colab has PyTorch, NumPy, SciPy, scikit-learn, scikit-image, Matplotlib and tqdm: only
+# dcprivacy (without dependencies) is added, and Opacus if missing. Elsewhere: see the README.
 import importlib.util, subprocess, sys
 if importlib.util.find_spec("dcprivacy") is None:
-    missing = [req for mod, req in {{{extras}}}.items() if importlib.util.find_spec(mod) is None]
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                    "{p.requirement}"], check=True)
-    if missing:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)'''
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.run(pip + ["--no-deps", "{p.requirement}"], check=True)
+{extras}'''
 
 
 def config_text(text: str, p: Project) -> str:
