@@ -30,9 +30,16 @@ def _pages():
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("book")
+    # The site workflow installs neither PyTorch nor the package: the build must not import them.
+    blocked = tmp_path_factory.mktemp("blocked")
+    for name in ("torch", "dcprivacy"):
+        (blocked / name).mkdir()
+        (blocked / name / "__init__.py").write_text(f"raise ImportError('the site build imported {name}')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocked)] + [p for p in os.environ.get(
+        "PYTHONPATH", "").split(os.pathsep) if p])}
     proc = subprocess.run([sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build",
                            str(ROOT), "--path-output", str(out),
-                           "-W", "-n", "--keep-going"], capture_output=True, text=True, timeout=900)
+                           "-W", "-n", "--keep-going"], capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, f"book build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     html = out / "_build" / "html"
     assert (html / "index.html").exists()
@@ -89,6 +96,16 @@ def test_page_renders_offline(site, browser, page_path):
     broken = page.evaluate("[...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)")
     assert not broken, f"{page_path}: images failed to load {broken}"
 
+    # every figure of the text has a caption saying what it shows and an alt text that describes it
+    figures = page.evaluate("""[...document.querySelectorAll('article img')].map(i => ({
+        src: i.getAttribute('src'), alt: (i.getAttribute('alt') || '').trim(),
+        caption: ((i.closest('figure') || {}).querySelector ? (i.closest('figure').querySelector('figcaption') || {}).innerText || '' : '').trim()}))""")
+    for f in figures:
+        name = f["src"].rsplit("/", 1)[-1]
+        assert len(f["caption"]) > 40, f"{page_path}: figure {name} has no caption that says what it shows: {f['caption']!r}"
+        assert len(f["alt"]) > 20 and not re.search(r"_images/|\.(png|jpe?g|svg)$", f["alt"]), \
+            f"{page_path}: figure {name} has no meaningful alt text: {f['alt']!r}"
+
     # internal links resolve (to a file of the site, and to an anchor on it when they name one)
     links = page.evaluate("[...document.querySelectorAll('article a[href]')].map(a => a.href)")
     for link in links:
@@ -104,12 +121,19 @@ def test_page_renders_offline(site, browser, page_path):
     page.close()
 
 
-def test_colab_button_points_at_the_notebooks(site):
+def test_colab_button_opens_the_generated_notebook_at_the_release(site):
+    sys.path.insert(0, str(ROOT / "tools"))
+    import notebooks as N
     html, _ = site
-    chapters = [p for p in _pages() if re.match(r"book/\d\d-", p)]
+    p = N.project()
+    chapters = [c for c in _pages() if re.match(r"book/\d\d-", c)]
     for chapter in chapters:
-        text = (html / f"{chapter}.html").read_text()
-        assert f"colab.research.google.com/github/" in text and f"{chapter}.ipynb" in text, chapter
+        stem = chapter.split("/")[-1]
+        links = re.findall(r'href="(https://colab\.research\.google\.com/[^"]+)"', (html / f"{chapter}.html").read_text())
+        assert links == [p.colab(stem)], f"{chapter}: Colab links {links}"
+        assert (ROOT / N.NOTEBOOKS / f"{stem}.ipynb").exists()
+    for page in set(_pages()) - set(chapters):
+        assert "colab.research.google.com" not in (html / f"{page}.html").read_text(), page
 
 
 def _serve(html):

@@ -45,6 +45,8 @@ bash tools/setup.sh
 "$PYTHON" -m dcprivacy data
 export DCPRIVACY_PROGRESS=${DCPRIVACY_PROGRESS:-0}  # pages show results, not progress bars
 echo "profile: $("$PYTHON" -c 'from dcprivacy.config import profile_name; print(profile_name())')"
+# every copy of [tool.dcprivacy] (install cells, _config.yml, README) and notebooks/ from the chapters
+"$PYTHON" tools/notebooks.py
 total_start=$(date +%s)
 timings=$(mktemp)  # "stem seconds" per chapter: recorded under results/timings/ once every chapter ran
 for md in book/[0-9][0-9]-*.md; do

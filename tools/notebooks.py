@@ -1,0 +1,538 @@
+"""Where the project lives, written once, and the notebooks made from the chapters for Jupyter and Colab.
+
+``[tool.dcprivacy]`` in ``pyproject.toml`` holds the repository URL and the release (a tag or commit) that
+notebooks install and Colab opens. Everything else that names them is written from there by this script:
+
+- ``_config.yml``: the repository URL and branch, and the ref the Colab buttons open;
+- ``.github/workflows/pages.yml``: the branch the site is published from;
+- ``README.md``: the block between ``<!-- colab:start -->`` and ``<!-- colab:end -->``;
+- every chapter's first code cell (the install cell) and second (the runtime note, dcprivacy.runtime);
+- ``notebooks/NN-name.ipynb``: each chapter as a plain notebook, MyST turned into what Jupyter and Colab
+  render: included code as listings, glued values as pointers to the cell that prints them, theorems,
+  exercises and admonitions as markdown, solutions collapsed, citations as author–year text.
+
+    python tools/notebooks.py            # write all of the above
+    python tools/notebooks.py --check    # exit 1, naming each stale file, if anything is out of date
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import jupytext
+import nbformat
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOK = ROOT / "book"
+NOTEBOOKS = "notebooks"  # the folder of the generated notebooks, relative to the repository root
+INSTALL_MARK = "# Install the book's package"
+NOTE_IMPORT = "from dcprivacy.runtime import chapter_note"
+# Colab ships these (and the package's other dependencies) in compatible versions; the install cell adds
+# the package without its dependencies, and of its extras only what is missing.
+EXTRAS = {"opacus": "opacus>=1.5"}
+PROOF_KINDS = {"theorem": "Theorem", "proposition": "Proposition", "lemma": "Lemma", "corollary": "Corollary",
+               "definition": "Definition", "remark": "Remark", "assumption": "Assumption", "example": "Example",
+               "conjecture": "Conjecture", "axiom": "Axiom", "criterion": "Criterion", "observation": "Observation",
+               "property": "Property", "algorithm": "Algorithm"}
+ADMONITIONS = {"note", "tip", "hint", "important", "warning", "caution", "attention", "danger", "error", "seealso"}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One place: [tool.dcprivacy]
+
+@dataclass(frozen=True)
+class Project:
+    repository: str  # https://github.com/OWNER/NAME
+    release: str  # the tag or commit that notebooks install and Colab opens
+    branch: str  # the branch the site is built from
+
+    @property
+    def owner_name(self) -> tuple[str, str]:
+        m = re.fullmatch(r"https://github\.com/([\w.-]+)/([\w.-]+?)(?:\.git)?/?", self.repository)
+        if not m:
+            raise ValueError(f"[tool.dcprivacy] repository must be https://github.com/OWNER/NAME, "
+                             f"not {self.repository!r}")
+        return m.group(1), m.group(2)
+
+    @property
+    def site(self) -> str:
+        owner, name = self.owner_name
+        return f"https://{owner.lower()}.github.io/{name}"
+
+    @property
+    def requirement(self) -> str:
+        return f"dcprivacy @ git+{self.repository}@{self.release}"
+
+    def colab(self, stem: str) -> str:
+        owner, name = self.owner_name
+        return f"https://colab.research.google.com/github/{owner}/{name}/blob/{self.release}/{NOTEBOOKS}/{stem}.ipynb"
+
+    def source(self, path: str, lines: tuple[int, int] | None = None) -> str:
+        url = f"{self.repository}/blob/{self.release}/{path}"
+        return url + (f"#L{lines[0]}-L{lines[1]}" if lines else "")
+
+
+def project(root: Path = ROOT) -> Project:
+    conf = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["dcprivacy"]
+    p = Project(conf["repository"].rstrip("/"), conf["release"], conf.get("branch", "main"))
+    p.owner_name  # validates
+    if p.release in {"main", "master", p.branch, "HEAD"}:
+        raise ValueError(f"[tool.dcprivacy] release must be a tag or commit, not the branch {p.release!r}")
+    return p
+
+
+def chapters(root: Path = ROOT) -> list[Path]:
+    return sorted((root / "book").glob("[0-9][0-9]-*.md"))
+
+
+def install_cell(p: Project) -> str:
+    """The source of every chapter's first code cell."""
+    extras = "\n".join(f'    if importlib.util.find_spec("{mod}") is None:\n'
+                        f'        subprocess.run(pip + ["{req}"], check=True)' for mod, req in EXTRAS.items())
+    return f'''{INSTALL_MARK} (release {p.release}) where it is missing, as on Colab.
+# Colab has PyTorch, NumPy, SciPy, scikit-learn, scikit-image, Matplotlib and tqdm: only
+# dcprivacy (without dependencies) is added, and Opacus if missing. Elsewhere: see the README.
+import importlib.util, subprocess, sys
+if importlib.util.find_spec("dcprivacy") is None:
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.run(pip + ["--no-deps", "{p.requirement}"], check=True)
+{extras}'''
+
+
+def config_text(text: str, p: Project) -> str:
+    """``_config.yml`` with the repository URL, branch and Colab ref of ``p``."""
+    def sub(pattern, repl, text):
+        new, n = re.subn(pattern, repl, text, count=1, flags=re.M)
+        if n != 1:
+            raise ValueError(f"_config.yml: no line matching {pattern!r}")
+        return new
+    text = sub(r"^(repository:\n(?:  .*\n)*?  url: ).*$", rf"\g<1>{p.repository}", text)
+    text = sub(r"^(repository:\n(?:  .*\n)*?  branch: ).*$", rf"\g<1>{p.branch}", text)
+    text = sub(r"^(    dcprivacy_colab_ref: ).*$", rf'\g<1>"{p.release}"', text)
+    return text
+
+
+def pages_text(text: str, p: Project) -> str:
+    """``.github/workflows/pages.yml`` publishing from ``p.branch``."""
+    new, n = re.subn(r"^(  push:\n    branches: \[).*(\])$", rf"\g<1>{p.branch}\g<2>", text, count=1, flags=re.M)
+    if n != 1:
+        raise ValueError("pages.yml: no `push: branches: [...]` to write the branch into")
+    return new
+
+
+def readme_block(p: Project, root: Path = ROOT) -> str:
+    lines = ["<!-- colab:start (written by `python tools/notebooks.py` from [tool.dcprivacy] in pyproject.toml) -->",
+             "", f"Release `{p.release}` of <{p.repository}>; the rendered book: <{p.site}>.", "",
+             "| chapter | open on Colab |", "|---|---|"]
+    for md in chapters(root):
+        lines.append(f"| {_title(jupytext.read(md))} | [{md.stem}.ipynb]({p.colab(md.stem)}) |")
+    owner, name = p.owner_name
+    lines += ["", "In plain Jupyter, without building the book (Python ≥ 3.10):", "", "```bash",
+              f"git clone {p.repository}.git && cd {name} && git checkout {p.release}",
+              'pip install -e ".[dp,jupyter]"     # add PyTorch first if you want a CUDA build',
+              f"jupyter lab {NOTEBOOKS}/             # the chapters as plain notebooks; run them top to bottom",
+              "```", "", "<!-- colab:end -->"]
+    return "\n".join(lines)
+
+
+def readme_text(text: str, p: Project, root: Path = ROOT) -> str:
+    new, n = re.subn(r"<!-- colab:start.*?<!-- colab:end -->", lambda m: readme_block(p, root), text, flags=re.S)
+    if n != 1:
+        raise ValueError("README.md: needs one block <!-- colab:start --> … <!-- colab:end -->")
+    return new
+
+
+def note_cell(stem: str) -> str:
+    """The source of every chapter's second code cell: the runtime note (dcprivacy.runtime)."""
+    return f'{NOTE_IMPORT}\nchapter_note("{stem}")'
+
+
+def chapter_text(md: Path, p: Project) -> str:
+    """The chapter's MyST source with its install cell written from ``p`` and its runtime note after it."""
+    nb = jupytext.read(md)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    if not code or not code[0].source.startswith(INSTALL_MARK):
+        raise ValueError(f"{md.name}: the first code cell must be the install cell starting {INSTALL_MARK!r}")
+    code[0].source = install_cell(p)
+    if len(code) > 1 and code[1].source.startswith(NOTE_IMPORT):
+        code[1].source = note_cell(md.stem)
+    else:
+        note = nbformat.v4.new_code_cell(note_cell(md.stem), metadata={"tags": ["remove-input"]})
+        nb.cells.insert(nb.cells.index(code[0]) + 1, note)
+    return jupytext.writes(nb, "md:myst")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# MyST → plain notebook markdown
+
+ROLE = re.compile(r"\{([A-Za-z][\w:.-]*)\}`([^`]*)`")
+FENCE = re.compile(r"^(\s*)(`{3,}|:{3,})\{([\w:.-]+)\}\s*(.*?)\s*$")
+RAW_MYST = [ROLE, re.compile(r"^\s*(`{3,}|:{3,})\s*\{", re.M), re.compile(r"^\(\S+\)=\s*$", re.M)]
+
+
+def raw_myst(text: str) -> list[str]:
+    """MyST roles, directives and targets left in ``text`` (the test for generated markdown)."""
+    return [m.group(0) for rx in RAW_MYST for m in rx.finditer(text)]
+
+
+def _title(nb) -> str:
+    for c in nb.cells:
+        if c.cell_type == "markdown":
+            m = re.search(r"^# (.+)$", c.source, re.M)
+            if m:
+                return m.group(1).strip()
+    return ""
+
+
+def _split_label(text: str) -> tuple[str | None, str]:
+    m = re.fullmatch(r"(.*?)\s*<([^<>]+)>", text.strip(), re.S)
+    return (m.group(1), m.group(2)) if m else (None, text.strip())
+
+
+@dataclass
+class Labels:
+    """What a label names, over the whole book: ``label → (text, stem)``."""
+    names: dict
+
+    @classmethod
+    def of(cls, mds: list[Path]) -> "Labels":
+        names = {}
+        for md in mds:
+            text = md.read_text()
+            names[md.stem] = (_title(jupytext.read(md)), md.stem)
+            n = 0
+            for m in re.finditer(r"^`{3,}\{(prf:(\w+)|exercise)\}\s*(.*?)\n((?::[\w-]+:.*\n)*)", text, re.M):
+                label = re.search(r"^:label:\s*(\S+)", m.group(4), re.M)
+                if m.group(1) == "exercise":
+                    n += 1
+                    what = f"exercise {n}"
+                else:
+                    what = PROOF_KINDS.get(m.group(2), m.group(2).title())
+                    what += f" ({m.group(3)})" if m.group(3) else ""
+                if label:
+                    names[label.group(1)] = (what, md.stem)
+        return cls(names)
+
+    def text(self, label: str, here: str) -> str:
+        if label not in self.names:
+            raise KeyError(f"{here}: unknown label {label!r}")
+        what, stem = self.names[label]
+        return what if stem == here else f"{what} in chapter {int(stem[:2])}"
+
+
+class Bibliography:
+    def __init__(self, path: Path):
+        from pybtex.database import parse_file
+        self.db = parse_file(str(path))
+        self.cited: list[str] = []
+
+    def _names(self, key: str) -> tuple[str, str]:
+        if key not in self.db.entries:
+            raise KeyError(f"unknown citation {key!r} (not in book/references.bib)")
+        if key not in self.cited:
+            self.cited.append(key)
+        e = self.db.entries[key]
+        last = [" ".join(p.last_names) for p in e.persons.get("author", [])]
+        who = last[0] if len(last) == 1 else " and ".join(last) if len(last) == 2 else f"{last[0]} et al."
+        return _plain(who), e.fields.get("year", "n.d.")
+
+    def cite(self, keys: str, textual: bool) -> str:
+        parts = [self._names(k.strip()) for k in keys.split(",") if k.strip()]
+        if textual:
+            return "; ".join(f"{who} ({year})" for who, year in parts)
+        return "(" + "; ".join(f"{who}, {year}" for who, year in parts) + ")"
+
+    def references(self) -> str:
+        out = ["## References", ""]
+        for key in self.cited:
+            e = self.db.entries[key]
+            authors = ", ".join(" ".join(p.first_names + p.middle_names + p.last_names)
+                                for p in e.persons.get("author", []))
+            venue = e.fields.get("journal") or e.fields.get("booktitle") or e.fields.get("publisher") or ""
+            link = e.fields.get("url") or (f"https://doi.org/{e.fields['doi']}" if "doi" in e.fields else "")
+            line = f"- {_plain(authors)} ({e.fields.get('year', 'n.d.')}). *{_plain(e.fields.get('title', ''))}*."
+            out.append(line + (f" {_plain(venue)}." if venue else "") + (f" <{link}>" if link else ""))
+        return "\n".join(out)
+
+
+def _plain(tex: str) -> str:
+    return re.sub(r"[{}]", "", tex.replace("--", "–").replace("\\&", "&"))
+
+
+class Converter:
+    """Turns one chapter's MyST markdown cells into markdown that Jupyter and Colab render."""
+
+    def __init__(self, md: Path, p: Project, labels: Labels, bib: Bibliography, glued: dict[str, int]):
+        self.md, self.p, self.labels, self.bib, self.glued = md, p, labels, bib, glued
+        self.exercises: dict[str, int] = {}
+        self.cell = 0  # index of the cell being converted (for "above"/"below")
+        self.glue_seen: dict[str, list[str]] = {}  # glued names met in this cell, by where they are computed
+
+    def cell_markdown(self, i: int, source: str) -> str:
+        """One markdown cell, with a closing line naming the cells that print its glued values."""
+        self.cell, self.glue_seen = i, {}
+        text = self.convert(source)
+        notes = [f"{', '.join(f'`{k}`' for k in keys)}: printed as `name = value` by the code {where}"
+                 for where, keys in self.glue_seen.items()]
+        return text + (f"\n\n<small>({'; '.join(notes)}.)</small>" if notes else "")
+
+    # roles
+    def role(self, m: re.Match) -> str:
+        name, text = m.group(1), m.group(2)
+        if name.startswith("glue"):
+            key = text.split(":")[0].strip()
+            cells = [i for (f, name), i in self.glued.items() if (re.fullmatch(name, key) if f else name == key)]
+            if not cells:
+                raise KeyError(f"{self.md.name}: {{{name}}}`{text}` names no glue(...) call of a code cell")
+            where = "above" if cells[0] < self.cell else "below"
+            self.glue_seen.setdefault(where, []).append(key) if key not in self.glue_seen.get(where, []) else None
+            return f"`{key}`"
+        if name in ("cite", "cite:p", "cite:ps", "cite:t", "cite:ts"):
+            return self.bib.cite(text, textual=name.startswith("cite:t"))
+        if name in ("prf:ref", "ref", "numref", "doc"):
+            title, label = _split_label(text)
+            label = label.removesuffix(".md").removeprefix("./")
+            if name == "doc":
+                stem = Path(label).name
+                return f"[{title or self.labels.names[stem][0]}]({stem}.ipynb)"
+            return title.replace("{number}", "").strip() if title else self.labels.text(label, self.md.stem)
+        if name in ("math",):
+            return f"${text}$"
+        if name in ("sub", "sup", "abbr", "kbd", "code", "samp", "file", "command", "term"):
+            return f"`{text}`" if name in ("kbd", "code", "samp", "file", "command") else text
+        raise ValueError(f"{self.md.name}: no plain-markdown form for the role {{{name}}}")
+
+    def roles(self, text: str) -> str:
+        return ROLE.sub(self.role, text)
+
+    # directives
+    def directive(self, name: str, arg: str, options: dict, body: str) -> str:
+        body = self.convert(body)
+        if name == "literalinclude":
+            return self.listing(arg, options)
+        if name.startswith("prf:"):
+            kind = name[4:]
+            if kind == "proof":
+                return _quote(f"*Proof.*{_sep(body)}{body} $\\blacksquare$")
+            title = PROOF_KINDS.get(kind, kind.title()) + (f" ({self.roles(arg)})" if arg else "")
+            return _quote(f"**{title}.**{_sep(body)}{body}")
+        if name == "exercise":
+            n = len(self.exercises) + 1
+            if "label" in options:
+                self.exercises[options["label"]] = n
+            title = f"Exercise {n}" + (f" ({self.roles(arg)})" if arg else "")
+            return f"**{title}.**{_sep(body)}{body}"
+        if name == "solution":
+            n = self.exercises.get(arg.strip())
+            what = f"exercise {n}" if n else self.labels.text(arg.strip(), self.md.stem)
+            return f"<details>\n<summary>Solution to {what}</summary>\n\n{body}\n\n</details>"
+        if name == "admonition" or name in ADMONITIONS:
+            title = self.roles(arg) if name == "admonition" else name.title()
+            return _quote(f"**{title}**\n\n{body}")
+        if name in ("math",):
+            return f"$$\n{body}\n$$"
+        if name in ("code-block", "code", "sourcecode"):
+            return f"```{arg}\n{body}\n```"
+        if name in ("figure", "image"):
+            alt = options.get("alt", "")
+            return f"![{alt}]({arg})" + (f"\n\n*{body}*" if body else "")
+        raise ValueError(f"{self.md.name}: no plain-markdown form for the directive {{{name}}}")
+
+    def listing(self, path: str, options: dict) -> str:
+        src = (self.md.parent / path).resolve()
+        rel = src.relative_to(ROOT).as_posix()
+        lines = src.read_text().splitlines()
+        unknown = set(options) - {"pyobject", "language", "lines"}
+        if unknown:
+            raise ValueError(f"{self.md.name}: literalinclude options {sorted(unknown)} not supported here")
+        if "pyobject" in options:
+            first, last = _pyobject(src, options["pyobject"])
+            what = f"`{options['pyobject']}` in "
+        elif "lines" in options:
+            first, last = (int(x) for x in options["lines"].split("-"))
+            what = ""
+        else:
+            first, last, what = 1, len(lines), ""
+        code = "\n".join(lines[first - 1:last])
+        lang = options.get("language", "python" if rel.endswith(".py") else "")
+        return (f"{what}[`{rel}`]({self.p.source(rel, (first, last))}) (release `{self.p.release}`):\n\n"
+                f"```{lang}\n{code}\n```")
+
+    def convert(self, text: str) -> str:
+        lines, out, i = text.split("\n"), [], 0
+        while i < len(lines):
+            m = FENCE.match(lines[i])
+            if not m:
+                if not re.match(r"^\(\S+\)=\s*$", lines[i]) and not lines[i].startswith("% "):
+                    out.append(self.roles(lines[i]))
+                i += 1
+                continue
+            indent, fence, name, arg = m.groups()
+            close = re.compile(rf"^\s*{re.escape(fence[0])}{{{len(fence)},}}\s*$")
+            j, options = i + 1, {}
+            if j < len(lines) and lines[j].strip() == "---":  # YAML options block
+                k = lines.index("---", j + 1) if "---" in lines[j + 1:] else j
+                import yaml
+                options = yaml.safe_load("\n".join(lines[j + 1:k])) or {}
+                j = k + 1
+            while j < len(lines) and re.match(r"^\s*:[\w-]+:", lines[j]):
+                key, _, value = lines[j].strip()[1:].partition(":")
+                options[key] = value.strip()
+                j += 1
+            body, depth = [], 0  # depth: fences opened inside the body (with an info string) and not closed
+            while j < len(lines) and not (close.match(lines[j]) and depth == 0):
+                if re.match(r"^\s*(`{3,}|:{3,})\s*\S", lines[j]):
+                    depth += 1
+                elif close.match(lines[j]) or re.match(r"^\s*(`{3,}|:{3,})\s*$", lines[j]):
+                    depth -= 1
+                body.append(lines[j][len(indent):])
+                j += 1
+            if j >= len(lines):
+                raise ValueError(f"{self.md.name}: unclosed directive {{{name}}}")
+            converted = self.directive(name, arg, options, "\n".join(body).strip("\n"))
+            out += [indent + line if line else line for line in converted.split("\n")]
+            i = j + 1
+        return "\n".join(out)
+
+
+def _sep(body: str) -> str:
+    """What goes between a bold title and its body: a paragraph break before a list, display or block."""
+    return "\n\n" if re.match(r"\s*([-*+] |\d+\. |\$\$|```|>|\|)", body) else " "
+
+
+def _quote(text: str) -> str:
+    return "\n".join("> " + line if line else ">" for line in text.split("\n"))
+
+
+def _pyobject(path: Path, name: str) -> tuple[int, int]:
+    """First and last line of a top-level function or class (or ``Class.method``), decorators included."""
+    nodes = ast.parse(path.read_text()).body
+    node = None
+    for part in name.split("."):
+        node = next((n for n in nodes if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                     and n.name == part), None)
+        if node is None:
+            raise KeyError(f"{path.name} has no {name}")
+        nodes = node.body
+    first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+    return first, node.end_lineno
+
+
+def glue_cells(nb) -> dict[str, int]:
+    """``name → index`` of the (first) code cell that glues ``name``; an f-string name becomes a pattern."""
+    found = {}
+    for i, c in enumerate(nb.cells):
+        if c.cell_type == "code":
+            for f, name in re.findall(r"""\bglue\(\s*(f?)["']([^"']+)["']""", c.source):
+                key = re.sub(r"\\\{[^}]*\\\}", ".+", re.escape(name)) if f else name
+                found.setdefault((f, key), i)
+    return found
+
+
+def colab_notebook(md: Path, p: Project, labels: Labels | None = None, root: Path = ROOT):
+    """The chapter ``md`` as a notebook for Jupyter and Colab (no outputs; deterministic)."""
+    labels = labels or Labels.of(chapters(root))
+    bib = Bibliography(md.parent / "references.bib")
+    src = jupytext.read(md)
+    conv = Converter(md, p, labels, bib, glue_cells(src))
+    cells = []
+    for i, c in enumerate(src.cells):
+        if c.cell_type == "code":
+            cell = nbformat.v4.new_code_cell(c.source)
+            if c.metadata.get("tags"):
+                cell.metadata["tags"] = list(c.metadata["tags"])
+        else:
+            cell = nbformat.v4.new_markdown_cell(conv.cell_markdown(i, c.source))
+        cells.append(cell)
+        if i == 0:
+            cells.append(nbformat.v4.new_markdown_cell(
+                f"*This notebook is generated from `book/{md.name}` of [dcprivacy]({p.repository}) at release "
+                f"`{p.release}`; the rendered chapter, with the outputs of a run, is at "
+                f"<{p.site}/book/{md.stem}.html>. On Colab choose *Runtime → Change runtime type → T4 GPU* "
+                f"before you run it; the first code cell installs the package.*"))
+    if bib.cited:
+        cells.append(nbformat.v4.new_markdown_cell(bib.references()))
+    for k, cell in enumerate(cells):
+        cell.id = f"{md.stem[:2]}-{k:03d}"
+    nb = nbformat.v4.new_notebook(cells=cells, metadata={
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+        "accelerator": "GPU",
+        "colab": {"provenance": [], "gpuType": "T4", "name": f"{md.stem}.ipynb"},
+    })
+    return nb
+
+
+def notebook_text(nb) -> str:
+    return nbformat.writes(nb) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+def outputs(root: Path = ROOT) -> dict[Path, str]:
+    """Every file this script writes, with the content it should have."""
+    p = project(root)
+    files = {root / "_config.yml": config_text((root / "_config.yml").read_text(), p),
+             root / "README.md": readme_text((root / "README.md").read_text(), p, root)}
+    pages = root / ".github" / "workflows" / "pages.yml"
+    if pages.exists():
+        files[pages] = pages_text(pages.read_text(), p)
+    mds = chapters(root)
+    for md in mds:
+        files[md] = chapter_text(md, p)
+    labels = Labels.of(mds)
+    for md in mds:
+        files[root / NOTEBOOKS / f"{md.stem}.ipynb"] = notebook_text(colab_notebook(md, p, labels, root))
+    return files
+
+
+def stale(root: Path = ROOT) -> list[Path]:
+    files = outputs(root)
+    ours = set(files)
+    extra = [f for f in (root / NOTEBOOKS).glob("*.ipynb") if f not in ours]
+    return [f for f, text in files.items() if not f.exists() or f.read_text() != text] + extra
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true", help="write nothing; exit 1 if a file is out of date")
+    args = ap.parse_args(argv)
+    if args.check:
+        bad = stale()
+        for f in bad:
+            print(f"out of date: {f.relative_to(ROOT)}", file=sys.stderr)
+        if bad:
+            print("run `python tools/notebooks.py` and commit the result", file=sys.stderr)
+        return 1 if bad else 0
+    # the chapters first: the notebooks are made from them
+    p = project()
+    for md in chapters():
+        text = chapter_text(md, p)
+        if md.read_text() != text:
+            md.write_text(text)
+            print(f"wrote {md.relative_to(ROOT)}")
+    (ROOT / NOTEBOOKS).mkdir(exist_ok=True)
+    files = outputs()
+    for f in (ROOT / NOTEBOOKS).glob("*.ipynb"):
+        if f not in files:
+            f.unlink()
+            print(f"removed {f.relative_to(ROOT)}")
+    for f, text in files.items():
+        if not f.exists() or f.read_text() != text:
+            f.write_text(text)
+            print(f"wrote {f.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
