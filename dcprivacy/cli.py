@@ -598,7 +598,7 @@ def _reproduce(args) -> int:
     try:
         steps = tuple(int(s) for s in args.steps.split(",") if s.strip())
     except ValueError:
-        raise SystemExit(f"--steps {args.steps!r}: expected numbers from 0 to 3 separated by commas, e.g. 0,1")
+        raise ValueError(f"--steps {args.steps!r}: expected numbers from 0 to 3 separated by commas, e.g. 0,1") from None
     record = reproduce(budget_minutes=args.budget_minutes, device=args.device, dry_run=args.dry_run,
                        results=args.results, steps=steps, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(json.dumps({k: v for k, v in record.items() if k != "sizes"}, indent=2, default=str))
