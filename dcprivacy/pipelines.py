@@ -259,15 +259,16 @@ def attack(runs: PipelineRuns, masks: torch.Tensor, y: torch.Tensor, name: str =
 
 
 def group_summary(result, group: torch.Tensor | None = None, *, bootstrap: int = 200, seed: int = 0,
-                  fprs=(1e-3, 1e-2)) -> dict:
+                  fprs=(1e-3, 1e-2), method: str = "clustered") -> dict:
     """Metrics of an attack restricted to the members in ``group`` [runs, pool] (all non-members stay
-    as negatives): e.g. members that initialised a synthetic image, against those that did not."""
+    as negatives): e.g. members that initialised a synthetic image, against those that did not.
+    Intervals from :func:`dcprivacy.metrics.bootstrap_ci` (``method``: ``"clustered"`` resamples runs and
+    pool examples; ``"naive"`` the (run, example) pairs as if independent)."""
     from . import metrics
     scores, labels = result.per_run()
-    keep = torch.ones(labels.shape, dtype=torch.bool) if group is None else \
-        (torch.as_tensor(group, dtype=torch.bool) | ~torch.as_tensor(labels, dtype=torch.bool))
-    keep = keep.numpy()
-    return metrics.summary(scores[keep], labels[keep], fprs=fprs, bootstrap=bootstrap, seed=seed)
+    keep = None if group is None else \
+        (torch.as_tensor(group, dtype=torch.bool) | ~torch.as_tensor(labels, dtype=torch.bool)).numpy()
+    return metrics.summary(scores, labels, keep=keep, fprs=fprs, bootstrap=bootstrap, seed=seed, method=method)
 
 
 # --- differentially private pipelines (chapter 8) ------------------------------------------------------
