@@ -270,7 +270,7 @@ def _attack_report(runs, masks, y, cfg, seed) -> dict:
     for name in ATTACKS:
         res = attack(runs, masks, y, name)
         entry = {"all": group_summary(res, bootstrap=cfg.bootstrap, seed=seed)}
-        if runs.init_mask.any():
+        if runs.init_mask.any() and (members & ~runs.init_mask).any():  # (a subset may hold every member)
             entry["init_members"] = group_summary(res, runs.init_mask, bootstrap=cfg.bootstrap, seed=seed)
             entry["other_members"] = group_summary(res, members & ~runs.init_mask, bootstrap=cfg.bootstrap, seed=seed)
         out["attacks"][name] = entry

@@ -84,6 +84,9 @@ class MIA:
     pipelines: tuple[str, ...] = ("real", "subset", "dm", "dm-noise")
     bootstrap: int = 200
     test_size: int = 2000  # test images for each model's accuracy (0: the whole test set)
+    # chapter 5's privacy–utility frontier: the naive baseline with these many real images per class (each
+    # size: `runs` models, `epochs_small` epochs on 10·size images; the size `ipc` is the baseline itself)
+    subset_sizes: tuple[int, ...] = (1, 2, 5, 10, 20)
 
 
 @dataclass(frozen=True)
@@ -194,7 +197,8 @@ PROFILES: dict[str, Profile] = {
         # (ipc 10 of 200 per class), K · 100 = 1600 initialiser scores per pipeline bound their TPR tightly. DC and
         # DSA pipelines (hours at K = 16) are left to the paper profile and tools/gpu.
         mia=MIA(pool=4000, runs=16, epochs=60, epochs_small=300, batch_size=128, width=64, dm_iterations=500,
-                batch_real=128, pipelines=("real", "subset", "dm", "dm-noise"), bootstrap=500, test_size=0),
+                batch_real=128, pipelines=("real", "subset", "dm", "dm-noise"), bootstrap=500, test_size=0,
+                subset_sizes=(1, 2, 5, 10, 20, 50)),
         nonlinear=Nonlinear(n_grid=(100, 200, 400, 800, 1600), m_grid=(1, 4, 16, 64),
                             iterations=(1, 10, 100, 500), removals=5, repeats=4, mlp=(128, 2), convnet=(32, 3),
                             widths=(16, 32, 64, 128), depths=(1, 2, 3, 4), pool=500, model_ipc=10, targets=4,
@@ -221,7 +225,8 @@ PROFILES: dict[str, Profile] = {
         mia=MIA(pool=60000, runs=64, epochs=100, epochs_small=1000, batch_size=256, width=128, ipc=50,
                 dm_iterations=20000,
                 batch_real=256, dc_iterations=1000, dc_loops=None,
-                pipelines=("real", "subset", "dm", "dm-noise", "dc", "dsa"), bootstrap=1000, test_size=0),
+                pipelines=("real", "subset", "dm", "dm-noise", "dc", "dsa"), bootstrap=1000, test_size=0,
+                subset_sizes=(1, 2, 5, 10, 20, 50, 100)),
         nonlinear=Nonlinear(n_grid=(100, 200, 400, 800, 1600, 3200, 6000), m_grid=(1, 4, 16, 64),
                             iterations=(1, 10, 100, 1000, 5000), removals=10, repeats=10, mlp=(512, 2),
                             convnet=(128, 3), widths=(32, 64, 128, 256, 512), depths=(1, 2, 3, 4), pool=1000,

@@ -33,8 +33,10 @@ noise, never from real images.
 
 **Accounting** uses Opacus: the PRV accountant (the default; it returns the upper end of a
 numerical error interval of width 0.01 around the true ε) or RDP (an upper bound, looser).
-**DP-SGD** (:func:`dpsgd_train_models`) trains the same ConvNet with Opacus's ``PrivacyEngine`` as
-the baseline; it, too, divides its noisy gradient sum by a public constant (the expected batch size).
+**DP-SGD** (:func:`dpsgd_train_models`) trains the same ConvNet with Opacus's per-example gradients,
+clipping and noise as the baseline; it, too, samples at a declared rate and divides its noisy gradient
+sum by a public constant (the rate times a declared set size). In both, the mechanism's coins (Poisson
+samples, noise) come from a generator of their own, seeded apart from the public network seeds.
 """
 from __future__ import annotations
 
@@ -239,8 +241,8 @@ def dp_distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc:
                              delta: float = 1e-5, sample_rate: float = 0.05, iterations: int = 200,
                              clip: float = 1.0, lr_img: float = 1000.0, momentum: float = 0.5,
                              augment: str | None = None, arch: str = "convnet", width: int = 16,
-                             depth: int = 3, accountant: str = "prv", seed: int = 0, device=None,
-                             desc: str = "DP-DM") -> DPSyntheticSet:
+                             depth: int = 3, accountant: str = "prv", seed: int = 0,
+                             secret_seed: int | None = None, device=None, desc: str = "DP-DM") -> DPSyntheticSet:
     """Condense ``real_x``/``real_y`` into ``ipc`` images per class with (ε, δ)-DP (see the module docstring).
 
     ``num_classes`` and ``class_size`` are public facts about the pool, declared by the caller and
@@ -253,6 +255,11 @@ def dp_distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc:
     because embeddings clipped to norm ``clip`` = 1 make the loss tiny (300–3000 all worked on
     FashionMNIST at ε = 1 … ∞, width 16). ``augment``: an optional DSA strategy, one siamese draw
     per class (data-independent, so free of privacy cost; it did not help here). The released ε is that of the accountant for (σ, ``sample_rate``, ``iterations``) at ``delta``.
+
+    Randomness: ``seed`` draws what is public — the random networks, the noise init, the augmentation;
+    ``secret_seed`` the mechanism's coins — the Poisson samples and the Gaussian noise — from a
+    generator of their own. Default: derived from ``seed`` (reproducible, hence not secret: pass
+    ``secrets.randbits(62)`` for a real release).
     """
     from . import checks
     checks.images(real_x, "real_x")
@@ -285,8 +292,11 @@ def dp_distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc:
 
     device = torch.device(device) if device is not None else real_x.device
     real_x, real_y = real_x.to(device), real_y.to(device)
-    gen = torch.Generator(device=device).manual_seed(_subseed(seed, 0))  # init, noise, augmentation
-    cpu_gen = torch.Generator().manual_seed(_subseed(seed, 1))  # network seeds, Poisson sampling
+    secret = _subseed(seed, 2) if secret_seed is None else int(secret_seed)
+    gen = torch.Generator(device=device).manual_seed(_subseed(seed, 0))  # public: init, augmentation
+    cpu_gen = torch.Generator().manual_seed(_subseed(seed, 1))  # public: network seeds
+    noise_gen = torch.Generator(device=device).manual_seed(_subseed(secret, 0))  # secret: the Gaussian noise
+    sample_gen = torch.Generator().manual_seed(_subseed(secret, 1))  # secret: the Poisson samples
     syn = noise_init(num_classes, ipc, shape, generator=gen, device=device).requires_grad_(True)
     syn_y = torch.arange(num_classes, device=device).repeat_interleave(ipc)
     denom = (sample_rate * sizes).to(device).unsqueeze(1)  # public: post-processing
@@ -296,7 +306,7 @@ def dp_distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc:
     started = time.time()
     for it in progress(range(iterations), desc=desc, unit="it"):
         net = make_net(arch, seed=net_seeds[it], **net_kw).to(device).requires_grad_(False)
-        idx = (torch.rand(n, generator=cpu_gen) < sample_rate).nonzero().flatten()  # on the host: no sync
+        idx = (torch.rand(n, generator=sample_gen) < sample_rate).nonzero().flatten()  # on the host: no sync
         if gpu_paths(device):  # an asynchronous copy from pinned memory (pinning needs CUDA; forced on a CPU: none)
             idx = (idx.pin_memory() if torch.cuda.is_available() else idx).to(device, non_blocking=True)
         xr, yr, xs = real_x[idx], real_y[idx], syn
@@ -305,7 +315,7 @@ def dp_distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc:
             xr, xs = apply_transforms(xr, t, yr), apply_transforms(xs, t, syn_y)
         with torch.no_grad():
             target = noisy_class_sums(net.embed(xr), yr, num_classes, clip=clip, noise_multiplier=sigma,
-                                      generator=gen) / denom
+                                      generator=noise_gen) / denom
         mean_syn = clip_rows(net.embed(xs), clip).view(num_classes, ipc, -1).mean(1)
         loss = ((mean_syn - target) ** 2).sum()
         opt.zero_grad(set_to_none=True)
@@ -337,23 +347,31 @@ class DPSGDResult:
 
 def dpsgd_train_models(factory: Callable[[int], torch.nn.Module], x: torch.Tensor, y: torch.Tensor, *,
                        seeds: Sequence[int], target_epsilon: float, delta: float = 1e-5,
-                       members: torch.Tensor | None = None, epochs: int = 5, sample_rate: float = 0.05,
-                       clip: float = 1.0, lr: float = 0.25, momentum: float = 0.9, accountant: str = "prv",
-                       test: tuple[torch.Tensor, torch.Tensor] | None = None, device=None,
-                       desc: str = "DP-SGD") -> DPSGDResult:
+                       members: torch.Tensor | None = None, dataset_size: float | None = None, epochs: int = 5,
+                       sample_rate: float = 0.05, clip: float = 1.0, lr: float = 0.25, momentum: float = 0.9,
+                       accountant: str = "prv", test: tuple[torch.Tensor, torch.Tensor] | None = None,
+                       secret_seeds: Sequence[int] | None = None, device=None, desc: str = "DP-SGD") -> DPSGDResult:
     """Train ``len(seeds)`` models with DP-SGD (Opacus, Poisson sampling), one after another; model ``i``
     starts from ``factory(seeds[i])`` and trains on the rows of ``x`` where ``members[i]`` is True (all
     rows without ``members``). Each model is (ε, δ)-DP for add/remove-one neighbours of its own set.
 
-    What Opacus's ``make_private_with_epsilon`` does, with the calibration done once for all models:
-    the expected batch is b = round(``sample_rate``·n); Opacus samples each example with rate
-    1 / ⌈n / b⌉ and records a rate q ≥ that (the result reports it, and the number of steps); σ is
-    calibrated so that ``epochs`` epochs of 1 / q steps spend at most ``target_epsilon`` at ``delta``;
-    per-example gradients are clipped to ``clip`` and the noisy sum is divided by the expected batch
-    size (a public constant). ``epsilon`` in the result is what the engine's accountant records, the
-    largest over the models. Plain SGD with momentum; no augmentation.
+    Nothing that shapes the mechanism is read from the private set: each step Poisson-samples every
+    example with the given rate q = ``sample_rate``, for ⌊1/q⌋ steps an epoch; the clipped (``clip``)
+    per-example gradients are summed, noised and divided by q·``dataset_size``, the expected batch of
+    a *declared, public* set size — as DP-DM divides by declared class sizes. ``dataset_size``
+    defaults to ``len(x)`` when ``members`` is None (the pool is the private set, its size fixed by
+    design) and must be given with ``members``. σ is calibrated once so that ``epochs`` epochs spend
+    at most ``target_epsilon`` at ``delta``; ``epsilon`` in the result is what the accountant records
+    for (σ, q, steps), checked against the steps taken. Randomness: ``seeds`` are public (the initial
+    networks); the Poisson samples and the noise come from ``secret_seeds`` (default: derived from
+    ``seeds``, reproducible and so not secret — pass ``secrets.randbits(62)`` values for a real
+    release). Plain SGD with momentum; no augmentation. Opacus provides the per-example gradients
+    (``GradSampleModule``), the clipping and noise (``DPOptimizer``) and the Poisson loader.
     """
-    from opacus import PrivacyEngine
+    from opacus import GradSampleModule
+    from opacus.accountants import create_accountant
+    from opacus.data_loader import DPDataLoader
+    from opacus.optimizers import DPOptimizer
     from opacus.validators import ModuleValidator
     from .train import Ensemble, accuracy
 
@@ -369,52 +387,59 @@ def dpsgd_train_models(factory: Callable[[int], torch.nn.Module], x: torch.Tenso
         raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
     if members is not None and tuple(members.shape) != (len(seeds), x.shape[0]):
         raise ValueError(f"members has shape {tuple(members.shape)}, expected ({len(seeds)}, {x.shape[0]})")
+    if dataset_size is None:
+        if members is not None:
+            raise ValueError("dataset_size: declare the public size of each private set (e.g. half the pool for "
+                             "LiRA masks); counting members would read the private data")
+        dataset_size = x.shape[0]
+    if not dataset_size > 0:
+        raise ValueError(f"dataset_size={dataset_size}: must be > 0")
+    if secret_seeds is not None and len(secret_seeds) != len(seeds):
+        raise ValueError(f"secret_seeds: give one per model ({len(seeds)}), or none")
     errors = ModuleValidator.validate(factory(int(seeds[0])), strict=False)
     if errors:
         raise ValueError(f"the network cannot be trained with DP-SGD: {errors}")
     device = torch.device(device) if device is not None else x.device
-    nets, eps, sigmas = [], [], {}
+    per_epoch = int(1 / sample_rate)  # Opacus's Poisson loader: ⌊1/q⌋ batches an epoch
+    steps = epochs * per_epoch
+    sigma = calibrate_noise(target_epsilon, delta, sample_rate, steps, accountant)
+    expected_batch = sample_rate * float(dataset_size)  # public: the loss normalisation
+    nets, eps = [], []
     bar = progress(total=len(seeds) * epochs, desc=desc, unit="epoch")
     for i, seed in enumerate(seeds):
+        secret = _subseed(seed, 2) if secret_seeds is None else int(secret_seeds[i])
         keep = slice(None) if members is None else members[i].to(x.device)
         data = torch.utils.data.TensorDataset(x[keep].to(device), y[keep].to(device))
-        batch = max(1, round(sample_rate * len(data)))  # expected batch; Opacus takes q = 1 / batches per epoch
-        loader = torch.utils.data.DataLoader(data, batch_size=batch,
-                                             generator=torch.Generator().manual_seed(_subseed(seed, 0)))
-        # Opacus samples at rate 1/len(loader) for int(1 / (1/len(loader))) batches an epoch (92 for 93, by
-        # rounding) and its accountant records the rate 1/batches; calibrate for what it records (≥ the true rate)
-        per_epoch = int(1 / (1 / len(loader)))
-        q, steps = 1 / per_epoch, epochs * per_epoch
-        if (q, steps) not in sigmas:  # calibrate once, not once per model
-            sigmas[q, steps] = calibrate_noise(target_epsilon, delta, q, steps, accountant)
+        loader = DPDataLoader(data, sample_rate=sample_rate, generator=torch.Generator().manual_seed(_subseed(secret, 0)))
         net = factory(int(seed)).to(device)
-        with warnings.catch_warnings():  # secure_mode=False is deliberate: runs are reproducible by seed
+        acc_ = create_accountant(mechanism=accountant)
+        with warnings.catch_warnings():  # secure_mode is off: runs are reproducible by seed
             warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")
             warnings.filterwarnings("ignore", message="Full backward hook is firing")  # inputs need no grad
-            engine = PrivacyEngine(accountant=accountant)
-            model, opt, loader = engine.make_private(
-                module=net, optimizer=torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum),
-                data_loader=loader, noise_multiplier=sigmas[q, steps], max_grad_norm=clip, poisson_sampling=True,
-                noise_generator=torch.Generator(device=device).manual_seed(_subseed(seed, 1)))
+            model = GradSampleModule(net, loss_reduction="sum")  # per-example gradients of the summed loss
+            opt = DPOptimizer(torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum), noise_multiplier=sigma,
+                              max_grad_norm=clip, expected_batch_size=expected_batch, loss_reduction="mean",
+                              generator=torch.Generator(device=device).manual_seed(_subseed(secret, 1)))
+            opt.attach_step_hook(acc_.get_optimizer_hook_fn(sample_rate=sample_rate))
             model.train()
             for _ in range(epochs):
                 for xb, yb in loader:
                     opt.zero_grad(set_to_none=True)
-                    F.cross_entropy(model(xb), yb).backward()
+                    F.cross_entropy(model(xb), yb, reduction="sum").backward()  # the optimizer normalises
                     opt.step()
                 bar.update(1)
-            (hist,) = engine.accountant.history  # [(σ, q, steps)]: one kind of step, merged by Opacus
-            if hist != (sigmas[q, steps], q, steps):
-                raise RuntimeError(f"Opacus recorded {hist}, expected {(sigmas[q, steps], q, steps)}")
-            eps.append(epsilon(*hist, delta, accountant))  # = engine.get_epsilon(delta), cached
+            (hist,) = acc_.history  # [(σ, q, steps)]: one kind of step, merged by Opacus
+            if hist != (sigma, sample_rate, steps):
+                raise RuntimeError(f"Opacus recorded {hist}, expected {(sigma, sample_rate, steps)}")
+            eps.append(epsilon(*hist, delta, accountant))  # = the accountant's ε, cached
         nets.append(model.to_standard_module().eval())  # the plain ConvNet, hooks and grad samples removed
     bar.close()
     ens = Ensemble.stack(nets)
     acc = accuracy(ens, test[0].to(device), test[1].to(device)).cpu() if test is not None else None
     config = dict(target_epsilon=target_epsilon, delta=delta, epochs=epochs, sample_rate=sample_rate, clip=clip,
-                  lr=lr, momentum=momentum, accountant=accountant, seeds=list(map(int, seeds)))
-    (q, steps), sigma = max(sigmas.items(), key=lambda kv: kv[1])  # one entry when all sets have one size
-    return DPSGDResult(ens, max(eps), delta, sigma, q, steps, acc, config)
+                  lr=lr, momentum=momentum, accountant=accountant, seeds=list(map(int, seeds)),
+                  dataset_size=float(dataset_size))
+    return DPSGDResult(ens, max(eps), delta, sigma, sample_rate, steps, acc, config)
 
 
 __all__ = ["ACCOUNTANTS", "clip_rows", "class_sums", "noisy_class_sums", "epsilon", "calibrate_noise",

@@ -6,10 +6,20 @@ LiRA (Carlini et al., 2022) reports them: the ROC curve, its area, the balanced 
 best threshold, and — what matters for privacy — the true-positive rate at a very low
 false-positive rate (0.1%, 1%).
 
-Point estimates come from scikit-learn. Confidence intervals come from a bootstrap that resamples
-members and non-members; every resample is scored at once in numpy by counting, at each distinct
-score, how many members and non-members sit there (no sorting and no scikit-learn call per
-resample). ``tests/test_metrics.py`` checks that counting gives scikit-learn's numbers.
+Point estimates come from scikit-learn. Confidence intervals come from a bootstrap. The scores of
+an attack are not independent draws: every model scores every example, so the scores of one
+example (an easy or a vulnerable one) move together across models, and those of one model (one
+that overfits more) move together across examples. The default bootstrap (``method="clustered"``)
+respects that: given scores as [runs, examples], each resample draws examples with replacement,
+each with its scores in all runs, and runs with replacement, each with all its examples — a
+two-way (pigeonhole) bootstrap, whose (run, example) pair is weighted by how often its run and its
+example were drawn (Owen, "The pigeonhole bootstrap", 2007; slightly conservative). The naive one
+(``method="naive"``) resamples (run, example) pairs as if independent — members and non-members
+separately — and is kept to show by how much it understates the uncertainty. Every resample is
+scored at once in numpy by counting, at each distinct score, how many (weighted) members and
+non-members sit there (no sorting and no scikit-learn call per resample). ``tests/test_metrics.py``
+checks that counting gives scikit-learn's numbers, and that the clustered intervals cover the truth
+at about their nominal rate where the naive ones do not.
 """
 from __future__ import annotations
 
@@ -91,20 +101,42 @@ def _counts(groups: np.ndarray, U: int) -> np.ndarray:
     return np.bincount(flat, minlength=B * U).reshape(B, U).astype(np.float64)
 
 
-def bootstrap_ci(scores, labels, *, fprs=(1e-3, 1e-2), resamples: int = 1000, seed: int = 0,
-                 level: float = 0.95, max_elements: int = 2 ** 22) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap intervals of the AUC, the balanced accuracy and the TPR at each FPR.
+BOOTSTRAPS = ("clustered", "naive")
 
-    Members and non-members are resampled separately (with replacement, keeping both counts), so
-    every resample has the FPR resolution of the original. ``seed`` fixes the resamples;
-    ``max_elements`` bounds the memory of one batch of resamples. Returns ``{metric: (low, high)}``
-    with the keys of :func:`summary` (``"auc"``, ``"balanced_accuracy"``, ``"tpr@0.001"``, …)."""
-    fprs = _check_fprs(fprs)
+
+def _check_ci(resamples, level, method):
     if int(resamples) < 1:
         raise ValueError(f"resamples={resamples}: must be at least 1")
     if not 0 < level < 1:
         raise ValueError(f"level={level}: must lie strictly between 0 and 1 (e.g. 0.95)")
-    s, lab = _check(scores, labels)
+    if method not in BOOTSTRAPS:
+        raise ValueError(f"method={method!r}: allowed values are {', '.join(map(repr, BOOTSTRAPS))}")
+
+
+def _grid(scores, labels, keep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scores and labels as [runs, examples] (a 1-D array is one run) and the mask of the pairs kept."""
+    s = np.asarray(scores, dtype=np.float64)
+    s = s[None] if s.ndim == 1 else s
+    lab = np.asarray(labels)
+    lab = lab[None] if lab.ndim == 1 else lab
+    if s.ndim != 2 or s.shape != lab.shape:
+        raise ValueError(f"scores {s.shape} and labels {lab.shape}: give both as [runs, examples] (or both 1-D)")
+    k = np.ones(s.shape, bool) if keep is None else np.asarray(keep, bool)
+    k = k[None] if k.ndim == 1 else k
+    if k.shape != s.shape:
+        raise ValueError(f"keep has shape {k.shape}, expected {s.shape}: one flag per (run, example) score")
+    _check(s[k], lab[k])  # finite scores, bool labels, both classes among the kept pairs
+    return s, lab.astype(bool), k
+
+
+def _quantiles(parts, level):
+    q = [(1 - level) / 2, 1 - (1 - level) / 2]
+    return {key: tuple(float(v) for v in np.nanquantile(np.concatenate([p[key] for p in parts]), q))
+            for key in parts[0]}
+
+
+def _naive_ci(s, lab, fprs, resamples, seed, level, max_elements):
+    """Members and non-members resampled separately, every (run, example) pair on its own."""
     values, group = np.unique(s, return_inverse=True)
     gp, gn = group[lab], group[~lab]
     U, n = len(values), len(s)
@@ -116,28 +148,80 @@ def bootstrap_ci(scores, labels, *, fprs=(1e-3, 1e-2), resamples: int = 1000, se
         idx = rng.integers(0, high, (min(batch, int(resamples) - start), n))
         cp, cn = _counts(gp[idx[:, :len(gp)]], U), _counts(gn[idx[:, len(gp):]], U)
         parts.append(_from_counts(cp, cn, fprs))
-    q = [(1 - level) / 2, 1 - (1 - level) / 2]
-    return {k: tuple(float(v) for v in np.quantile(np.concatenate([p[k] for p in parts]), q))
-            for k in parts[0]}
+    return _quantiles(parts, level)
+
+
+def _clustered_ci(s, lab, keep, fprs, resamples, seed, level, max_elements):
+    """Runs and examples resampled with replacement; pair (k, j) weighs (draws of run k)·(draws of example j)."""
+    K, n = s.shape
+    run_of, ex_of = np.nonzero(keep)  # the kept pairs, run-major
+    values, group = np.unique(s[keep], return_inverse=True)
+    pos = lab[keep]
+    U, P = len(values), len(group)
+    rng = np.random.default_rng(seed)
+    batch = max(1, int(max_elements) // (U + P))
+    parts = []
+    for start in range(0, int(resamples), batch):
+        b = min(batch, int(resamples) - start)
+        draws = [(rng.integers(0, K, K), rng.integers(0, n, n)) for _ in range(b)]  # batch-free: one resample at a time
+        runs = _counts(np.stack([r for r, _ in draws]), K)  # [b, K] times each run was drawn
+        examples = _counts(np.stack([e for _, e in draws]), n)  # [b, n]
+        w = runs[:, run_of] * examples[:, ex_of]  # [b, P]
+        flat = (group + U * np.arange(b)[:, None]).ravel()
+        cp = np.bincount(flat, (w * pos).ravel(), b * U).reshape(b, U)
+        cn = np.bincount(flat, (w * ~pos).ravel(), b * U).reshape(b, U)
+        ok = (cp.sum(1) > 0) & (cn.sum(1) > 0)  # a resample without members or non-members scores nothing
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = _from_counts(cp, cn, fprs)
+        parts.append({key: np.where(ok, v, np.nan) for key, v in out.items()})
+    return _quantiles(parts, level)
+
+
+def bootstrap_ci(scores, labels, *, fprs=(1e-3, 1e-2), resamples: int = 1000, seed: int = 0,
+                 level: float = 0.95, method: str = "clustered", keep=None,
+                 max_elements: int = 2 ** 22) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals of the AUC, the balanced accuracy and the TPR at each FPR.
+
+    ``scores``, ``labels``: [runs, examples] (e.g. :meth:`dcprivacy.mia.AttackResult.per_run`), or 1-D for
+    the scores of one run; ``keep`` [runs, examples]: which pairs count (default all), e.g. one group of
+    members and every non-member. ``method``: ``"clustered"`` (default) resamples examples, each with
+    its scores in all runs, and runs, each with all its examples (see the module docstring);
+    ``"naive"`` resamples the kept (run, example) pairs independently, members and non-members
+    separately, so every resample has the FPR resolution of the original — and ignores that scores
+    of one example or one model are correlated, so its intervals are too narrow. ``seed`` fixes the
+    resamples; ``max_elements`` bounds the memory of one batch of resamples. Returns
+    ``{metric: (low, high)}`` with the keys of :func:`summary` (``"auc"``, ``"balanced_accuracy"``,
+    ``"tpr@0.001"``, …)."""
+    fprs = _check_fprs(fprs)
+    _check_ci(resamples, level, method)
+    s, lab, k = _grid(scores, labels, keep)
+    if method == "naive":
+        return _naive_ci(s[k], lab[k], fprs, resamples, seed, level, max_elements)
+    return _clustered_ci(s, lab, k, fprs, resamples, seed, level, max_elements)
 
 
 def summary(scores, labels, *, fprs=(1e-3, 1e-2), bootstrap: int = 200, seed: int = 0,
-            level: float = 0.95) -> dict:
-    """All the metrics of one attack, with bootstrap intervals.
+            level: float = 0.95, method: str = "clustered", keep=None) -> dict:
+    """All the metrics of one attack, with bootstrap intervals (:func:`bootstrap_ci`, ``method``).
 
+    ``scores``, ``labels`` (and ``keep``) as for :func:`bootstrap_ci`: [runs, examples], or 1-D for one run.
     Keys: ``auc``, ``balanced_accuracy``, ``tpr@<fpr>`` for each of ``fprs`` (e.g. ``tpr@0.001``),
     each with ``<key>_ci`` = ``(low, high)`` (``None`` when ``bootstrap=0``); ``members`` and
-    ``nonmembers`` (counts); ``bootstrap`` and ``level``."""
+    ``nonmembers`` (counts of kept scores); ``bootstrap``, ``level`` and ``method``."""
     fprs = _check_fprs(fprs)
     if int(bootstrap) < 0:
         raise ValueError(f"bootstrap={bootstrap}: the number of resamples must be ≥ 0 (0: no intervals)")
-    s, lab = _check(scores, labels)
+    _check_ci(max(1, int(bootstrap)), level, method)
+    grid_s, grid_lab, k = _grid(scores, labels, keep)
+    s, lab = grid_s[k], grid_lab[k]
     out = {"auc": auc(s, lab), "balanced_accuracy": balanced_accuracy(s, lab)}
     out.update({f"tpr@{f:g}": tpr_at_fpr(s, lab, f) for f in fprs})
-    ci = bootstrap_ci(s, lab, fprs=fprs, resamples=bootstrap, seed=seed, level=level) if bootstrap else {}
-    out.update({f"{k}_ci": ci.get(k) for k in list(out)})
-    out.update(members=int(lab.sum()), nonmembers=int((~lab).sum()), bootstrap=int(bootstrap), level=level)
+    ci = bootstrap_ci(grid_s, grid_lab, keep=k, fprs=fprs, resamples=bootstrap, seed=seed, level=level,
+                      method=method) if bootstrap else {}
+    out.update({f"{key}_ci": ci.get(key) for key in list(out)})
+    out.update(members=int(lab.sum()), nonmembers=int((~lab).sum()), bootstrap=int(bootstrap), level=level,
+               method=method)
     return out
 
 
-__all__ = ["roc", "auc", "tpr_at_fpr", "balanced_accuracy", "bootstrap_ci", "summary"]
+__all__ = ["roc", "auc", "tpr_at_fpr", "balanced_accuracy", "bootstrap_ci", "summary", "BOOTSTRAPS"]

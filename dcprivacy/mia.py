@@ -237,8 +237,9 @@ class AttackResult:
         return metrics.roc(self.scores, self.labels)
 
     def summary(self, **kwargs) -> dict:
-        """:func:`dcprivacy.metrics.summary` of this attack, with ``name`` added."""
-        return {"name": self.name, **metrics.summary(self.scores, self.labels, **kwargs)}
+        """:func:`dcprivacy.metrics.summary` of this attack, with ``name`` added (intervals clustered by
+        run and example unless ``method="naive"``)."""
+        return {"name": self.name, **metrics.summary(*self.per_run(), **kwargs)}
 
 
 def leave_one_out(scores, members, *, attack: str = "online", fixed_variance: bool = False,

@@ -4,7 +4,8 @@ A *pipeline* maps the IN half of a pool of real examples (and a seed) to a train
 
 - ``real``: train on the IN half itself — the undefended baseline;
 - ``subset``: train on ``ipc`` random IN examples per class — the naive baseline of the critique
-  (as many real images as the synthetic set has);
+  (as many real images as the synthetic set has); its ``init_mask`` marks the images it trained on,
+  as a condensed pipeline's marks its initialisers (:func:`run_subset_sweep`: the same at several sizes);
 - ``dm``, ``dm-noise``: condense the IN half by distribution matching (real or noise init), train on
   the synthetic set;
 - ``dc``, ``dsa``: the same with gradient matching (noise init) and with DSA (real init).
@@ -171,6 +172,8 @@ def run_pipeline(name: str, x: torch.Tensor, y: torch.Tensor, masks: torch.Tenso
                            config=TrainConfig(epochs=epochs, augment=augment, batch_size=cfg.batch_size),
                            desc=f"{name} models")
         train_size = train_on.sum(1)
+        if name == "subset":  # the few real images it trained on, as DM records its initialisers
+            init_mask = train_on
     else:
         images, labels, blocks = [], [], []
         if cfg.shared_draws and name in ("dm", "dm-noise"):
@@ -286,6 +289,46 @@ def run_experiment(ds, cfg: MIA, *, pipelines: Sequence[str] | None = None, seed
     return exp
 
 
+def run_subset_sweep(ds, cfg: MIA, *, sizes: Sequence[int] | None = None, seed: int = 0, device=None,
+                     cache: bool = True, query: str = "flip", exp: Experiment | None = None,
+                     log: Callable[[str], None] = print) -> dict[int, PipelineRuns]:
+    """The naive baseline at several sizes: pipeline ``subset`` with ``ipc`` = each of ``sizes`` (default
+    ``cfg.subset_sizes``) random IN images per class, on the pool and masks of :func:`run_experiment` (same
+    ``cfg`` and ``seed``). The subsets are nested (a run's 5 images per class are among its 10), every
+    size trains ``cfg.epochs_small`` epochs like the baseline, and the size ``cfg.ipc`` is taken from
+    ``exp`` when given. Cached like :func:`run_experiment`. Returns ``{ipc: PipelineRuns}``."""
+    from dataclasses import replace
+    from .data import class_balanced_subset, cache_dir
+    from .mia import membership_masks
+    sizes = sorted({int(s) for s in (cfg.subset_sizes if sizes is None else sizes)})
+    if not sizes or sizes[0] < 1:
+        raise ValueError(f"sizes={sizes}: give one or more positive numbers of images per class")
+    key = hashlib.sha256(repr((asdict(cfg), sizes, seed, query, ds.name, _code_fingerprint())).encode()).hexdigest()[:20]
+    path = cache_dir() / "experiments" / f"subsets-{key}.pt"
+    if cache and path.exists():
+        log(f"reusing the subset sweep of an identical earlier run (cache {path.name})")
+        d = torch.load(path, map_location="cpu", weights_only=False)
+        return {int(k): PipelineRuns(**v) for k, v in d.items()}
+    device = torch.device(device) if device is not None else ds.train_x.device
+    C = ds.num_classes
+    pool_idx = class_balanced_subset(ds.train_y, cfg.pool // C, seed=seed)
+    x, y = ds.train_x[pool_idx].to(device), ds.train_y[pool_idx].to(device)
+    masks = membership_masks(cfg.runs, len(pool_idx), seed=seed)
+    n_test = cfg.test_size or len(ds.test_y)
+    out = {}
+    for ipc in sizes:
+        if exp is not None and ipc == cfg.ipc and "subset" in exp.pipelines:
+            out[ipc] = exp.pipelines["subset"]
+            continue
+        out[ipc] = run_pipeline("subset", x, y, masks, ds.test_x[:n_test], ds.test_y[:n_test],
+                                cfg=replace(cfg, ipc=ipc), seed=seed, device=device, query=query)
+        log(f"subset, {ipc:>3} per class: test accuracy {out[ipc].test_accuracy.mean():.3f}, {out[ipc].seconds:.0f} s")
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({k: asdict(v) for k, v in out.items()}, path)
+    return out
+
+
 ATTACKS = {  # name → (LiRA variant, fixed variance); "loss" is the loss-threshold attack
     "lira-online": ("online", False), "lira-online-fixed": ("online", True),
     "lira-offline": ("offline", False), "lira-offline-fixed": ("offline", True), "loss": (None, None),
@@ -305,15 +348,16 @@ def attack(runs: PipelineRuns, masks: torch.Tensor, y: torch.Tensor, name: str =
 
 
 def group_summary(result, group: torch.Tensor | None = None, *, bootstrap: int = 200, seed: int = 0,
-                  fprs=(1e-3, 1e-2)) -> dict:
+                  fprs=(1e-3, 1e-2), method: str = "clustered") -> dict:
     """Metrics of an attack restricted to the members in ``group`` [runs, pool] (all non-members stay
-    as negatives): e.g. members that initialised a synthetic image, against those that did not."""
+    as negatives): e.g. members that initialised a synthetic image, against those that did not.
+    Intervals from :func:`dcprivacy.metrics.bootstrap_ci` (``method``: ``"clustered"`` resamples runs and
+    pool examples; ``"naive"`` the (run, example) pairs as if independent)."""
     from . import metrics
     scores, labels = result.per_run()
-    keep = torch.ones(labels.shape, dtype=torch.bool) if group is None else \
-        (torch.as_tensor(group, dtype=torch.bool) | ~torch.as_tensor(labels, dtype=torch.bool))
-    keep = keep.numpy()
-    return metrics.summary(scores[keep], labels[keep], fprs=fprs, bootstrap=bootstrap, seed=seed)
+    keep = None if group is None else \
+        (torch.as_tensor(group, dtype=torch.bool) | ~torch.as_tensor(labels, dtype=torch.bool)).numpy()
+    return metrics.summary(scores, labels, keep=keep, fprs=fprs, bootstrap=bootstrap, seed=seed, method=method)
 
 
 # --- differentially private pipelines (chapter 8) ------------------------------------------------------
@@ -336,7 +380,10 @@ def run_dp_pipeline(name: str, x: torch.Tensor, y: torch.Tensor, masks: torch.Te
     Each model is (ε, δ)-DP for adding or removing one example of its own IN half; ``epsilon`` defaults
     to ``cfg.attack_epsilon`` (``math.inf``: the same pipeline without noise). DP-DM divides its noisy class
     sums by a public ``class_size``: by default half the pool's per-class size, the expected number of IN
-    examples per class of a class-balanced pool under LiRA masks (each example is IN for half the runs).
+    examples per class of a class-balanced pool under LiRA masks (each example is IN for half the runs);
+    DP-SGD divides its noisy gradient sums by its sampling rate times ``class_size`` × classes. The
+    Poisson samples and the noise of run ``k`` come from a secret seed drawn apart from its network
+    seed (reproducible here, so that the book can be checked).
     Model ``k`` gets seed ``seed + k``; ``config["epsilon"]`` is the largest ε spent by any run.
     """
     from .dp import dp_distribution_matching, dpsgd_train_models
@@ -352,12 +399,16 @@ def run_dp_pipeline(name: str, x: torch.Tensor, y: torch.Tensor, masks: torch.Te
     class_size = x.shape[0] / (2 * C) if class_size is None else class_size
     factory = net_factory("convnet", width=cfg.width, channels=x.shape[1], num_classes=C, im_size=x.shape[-1])
     seeds = [seed + k for k in runs]
+    # the mechanisms' coins (Poisson samples, noise) from a stream apart from the public network seeds
+    secret_seeds = [int(np.random.SeedSequence([int(seed), int(k), 0x5EC2E7]).generate_state(1, np.uint64)[0] >> 1)
+                    for k in runs]
     if name == "dp-dm":
         sets = [dp_distribution_matching(x[members[i]], y[members[i]], ipc=cfg.ipc, num_classes=C,
                                          class_size=class_size, target_epsilon=epsilon, delta=cfg.delta,
                                          sample_rate=cfg.sample_rate, iterations=cfg.iterations, clip=cfg.clip,
                                          lr_img=cfg.lr_img, momentum=cfg.momentum, width=cfg.width,
-                                         accountant=cfg.accountant, seed=s, device=device, desc=f"dp-dm run {s}")
+                                         accountant=cfg.accountant, seed=s, secret_seed=secret_seeds[i],
+                                         device=device, desc=f"dp-dm run {s}")
                 for i, s in enumerate(progress(seeds, desc="condense dp-dm", unit="run"))]
         syn_x = torch.cat([s.images for s in sets]).to(device)
         syn_y = torch.cat([s.labels for s in sets]).to(device)
@@ -368,7 +419,8 @@ def run_dp_pipeline(name: str, x: torch.Tensor, y: torch.Tensor, masks: torch.Te
                            config=TrainConfig(epochs=cfg.eval_epochs, augment=DEFAULT_STRATEGY), desc="dp-dm models")
         train_size, spent, sigma = own.sum(1), max(s.epsilon for s in sets), sets[0].config["noise_multiplier"]
     else:
-        res = dpsgd_train_models(factory, x, y, seeds=seeds, members=members, target_epsilon=epsilon,
+        res = dpsgd_train_models(factory, x, y, seeds=seeds, members=members, dataset_size=class_size * C,
+                                 secret_seeds=secret_seeds, target_epsilon=epsilon,
                                  delta=cfg.delta, epochs=cfg.dpsgd_epochs, sample_rate=cfg.dpsgd_sample_rate,
                                  clip=cfg.clip, lr=cfg.dpsgd_lr, accountant=cfg.accountant, device=device,
                                  desc="dp-sgd models")

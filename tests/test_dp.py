@@ -227,8 +227,8 @@ def test_dpsgd_trains_within_budget_and_returns_plain_models():
     factory = nets.net_factory("convnet", width=4, num_classes=3)
     members = torch.zeros(2, 80, dtype=torch.bool)
     members[0, :40], members[1, 40:] = True, True
-    res = dp.dpsgd_train_models(factory, x, y, seeds=[0, 1], members=members, target_epsilon=3.0, epochs=2,
-                                sample_rate=1 / 8, lr=0.5, test=(x, y), accountant="rdp")
+    res = dp.dpsgd_train_models(factory, x, y, seeds=[0, 1], members=members, dataset_size=40, target_epsilon=3.0,
+                                epochs=2, sample_rate=1 / 8, lr=0.5, test=(x, y), accountant="rdp")
     assert 0 < res.epsilon <= 3.0 and res.steps == 16 and res.sample_rate == 1 / 8
     assert res.noise_multiplier == dp.calibrate_noise(3.0, DELTA, 1 / 8, 16, "rdp")
     assert res.epsilon == dp.epsilon(res.noise_multiplier, 1 / 8, 16, DELTA, "rdp")
@@ -236,6 +236,12 @@ def test_dpsgd_trains_within_budget_and_returns_plain_models():
     assert train.predict(res.models, x).shape == (2, 80, 3)
     assert res.accuracy.shape == (2,) and bool((res.accuracy >= 0).all())
     assert not torch.equal(res.models.params["classifier.weight"][0], factory(0).classifier.weight)  # it trained
-    again = dp.dpsgd_train_models(factory, x, y, seeds=[0], members=members[:1], target_epsilon=3.0, epochs=2,
-                                  sample_rate=1 / 8, lr=0.5, accountant="rdp")
+    again = dp.dpsgd_train_models(factory, x, y, seeds=[0], members=members[:1], dataset_size=40, target_epsilon=3.0,
+                                  epochs=2, sample_rate=1 / 8, lr=0.5, accountant="rdp")
     assert all(torch.equal(again.models.params[k][0], v[0]) for k, v in res.models.params.items())  # by seed
+    other = dp.dpsgd_train_models(factory, x, y, seeds=[0], members=members[:1], dataset_size=40, target_epsilon=3.0,
+                                  epochs=2, sample_rate=1 / 8, lr=0.5, accountant="rdp", secret_seeds=[12345])
+    assert not torch.equal(other.models.params["classifier.weight"][0], res.models.params["classifier.weight"][0])
+    assert res.config["dataset_size"] == 40  # the normalisation is declared, not counted
+    with pytest.raises(ValueError, match="dataset_size"):
+        dp.dpsgd_train_models(factory, x, y, seeds=[0], members=members[:1], target_epsilon=3.0)

@@ -98,3 +98,50 @@ def test_bad_arguments_say_what_to_do():
         metrics.bootstrap_ci(s, lab, resamples=0)
     with pytest.raises(ValueError, match="level"):
         metrics.bootstrap_ci(s, lab, level=95)
+
+
+def test_clustered_bootstrap_covers_the_truth_where_the_naive_one_does_not():
+    """Attack scores share examples and models. Synthetic scores [runs, examples] with a strong per-example
+    membership signal μ_j (some examples far more exposed than others), a per-run shift of it and a per-example
+    level: φ = a_j + member·(μ_j + c_k) + e. The population AUC is Φ(m / √(s_μ² + s_c² + 2s_a² + 2s_e²)); over
+    150 independent experiments the clustered 95% interval covers it 90–99% of the time, the naive one far less."""
+    from scipy.stats import norm
+
+    from dcprivacy.mia import membership_masks
+    K, n, draws = 8, 60, 150
+    m, sm, sc, sa, se = 1.0, 1.5, 0.3, 0.5, 0.5
+    truth = norm.cdf(m / np.sqrt(sm ** 2 + sc ** 2 + 2 * sa ** 2 + 2 * se ** 2))
+    masks = membership_masks(K, n, seed=0).numpy()
+    covered = {"clustered": 0, "naive": 0}
+    width = {"clustered": 0.0, "naive": 0.0}
+    for d in range(draws):
+        rng = np.random.default_rng(d)
+        mu, a, c = rng.normal(m, sm, n), rng.normal(0, sa, n), rng.normal(0, sc, K)
+        s = a + masks * (mu + c[:, None]) + rng.normal(0, se, (K, n))
+        for method in covered:
+            lo, hi = metrics.bootstrap_ci(s, masks, fprs=(0.01,), resamples=150, seed=d, method=method)["auc"]
+            covered[method] += lo <= truth <= hi
+            width[method] += (hi - lo) / draws
+    assert 0.90 <= covered["clustered"] / draws <= 0.99, covered
+    assert covered["naive"] / draws < 0.85, covered
+    assert width["clustered"] > 1.5 * width["naive"], width
+
+
+def test_clustered_bootstrap_keeps_groups_and_is_batch_free():
+    rng = np.random.default_rng(0)
+    masks = rng.random((6, 300)) < 0.5
+    s = rng.normal(size=(6, 300)) + masks
+    keep = ~masks | (np.arange(300) < 100)  # the first 100 examples' members, and every non-member
+    a = metrics.bootstrap_ci(s, masks, keep=keep, resamples=60, seed=1)
+    assert a == metrics.bootstrap_ci(s, masks, keep=keep, resamples=60, seed=1, max_elements=5_000)
+    out = metrics.summary(s, masks, keep=keep, bootstrap=60)
+    assert out["members"] == int((masks & keep).sum()) and out["nonmembers"] == int((~masks).sum())
+    assert out["auc"] == metrics.auc(s[keep], masks[keep]) and out["method"] == "clustered"
+    lo, hi = out["auc_ci"]
+    assert lo < out["auc"] < hi
+    naive = metrics.summary(s, masks, keep=keep, bootstrap=60, method="naive")
+    assert naive["auc"] == out["auc"] and naive["auc_ci"] != out["auc_ci"]
+    with pytest.raises(ValueError, match="method"):
+        metrics.bootstrap_ci(s, masks, method="pairs")
+    with pytest.raises(ValueError, match="keep"):
+        metrics.bootstrap_ci(s, masks, keep=keep[:, :10])

@@ -27,7 +27,7 @@ def test_every_pipeline_produces_scores_for_every_run(pool, name):
     assert r.scores.shape == (4, 120, 2) and r.scores.dtype == torch.float64 and torch.isfinite(r.scores).all()
     assert r.logits.shape == (4, 120, 10) and r.test_accuracy.shape == (4,)
     assert (r.init_mask <= masks).all(), "only members can initialise a synthetic image"
-    if name in ("dm", "dsa"):  # real initialisation: ipc images per class, recorded per run
+    if name in ("dm", "dsa", "subset"):  # real initialisation (or the subset itself): ipc per class, per run
         assert (r.init_mask.sum(1) == 2 * 10).all()
         assert (r.train_size == 20).all()
     else:
@@ -109,3 +109,13 @@ def test_cli_attack_in_shards_then_merge(tmp_path):
     assert result["runs"] == 4 and "lira-online-fixed" in result["attacks"] and "provenance" in result
     bad = subprocess.run(base + ["--shard", "5/2"], capture_output=True, text=True, env=env, timeout=600)
     assert bad.returncode != 0 and "--shard" in bad.stderr
+
+
+def test_subset_sweep_nests_the_subsets(fashion):
+    from dataclasses import replace
+    cfg = replace(CFG, pool=120, runs=4, subset_sizes=(1, 2), epochs_small=1, test_size=50)
+    sweep = P.run_subset_sweep(fashion, cfg, cache=False, log=lambda _: None)
+    assert sorted(sweep) == [1, 2]
+    for ipc, r in sweep.items():
+        assert (r.train_size == 10 * ipc).all() and torch.equal(r.init_mask.sum(1), r.train_size)
+    assert (sweep[1].init_mask <= sweep[2].init_mask).all()  # nested: the 1 per class are among the 2
