@@ -255,8 +255,6 @@ def run_experiment(ds, cfg: MIA, *, pipelines: Sequence[str] | None = None, seed
     """Draw a class-balanced pool of ``cfg.pool`` training images and K = ``cfg.runs`` LiRA masks, and
     run every pipeline on them. With ``cache``, the result is kept in the dcprivacy cache, keyed by
     the configuration and the code, so later chapters reuse the same models instead of retraining."""
-    from .data import class_balanced_subset
-    from .mia import membership_masks
     pipelines = list(cfg.pipelines if pipelines is None else pipelines)
     for p in pipelines:
         if p not in PIPELINES:
@@ -271,12 +269,7 @@ def run_experiment(ds, cfg: MIA, *, pipelines: Sequence[str] | None = None, seed
         except FileError as e:  # unsafe, truncated or of an older format: never trusted, run again
             log(f"not reusing the cache ({e}); running the experiment again")
     device = torch.device(device) if device is not None else ds.train_x.device
-    C = ds.num_classes
-    pool_idx = class_balanced_subset(ds.train_y, cfg.pool // C, seed=seed)
-    x, y = ds.train_x[pool_idx].to(device), ds.train_y[pool_idx].to(device)
-    masks = membership_masks(cfg.runs, len(pool_idx), seed=seed)
-    n_test = cfg.test_size or len(ds.test_y)
-    test_x, test_y = ds.test_x[:n_test], ds.test_y[:n_test]  # the test set is in random order
+    x, y, masks, test_x, test_y, pool_idx = _attack_data(ds, cfg, seed, device, with_pool=True)
     done = {}
     for p in pipelines:
         done[p] = run_pipeline(p, x, y, masks, test_x, test_y, cfg=cfg, seed=seed, device=device, query=query)
@@ -289,6 +282,19 @@ def run_experiment(ds, cfg: MIA, *, pipelines: Sequence[str] | None = None, seed
     return exp
 
 
+def _attack_data(ds, cfg: MIA, seed: int, device, *, with_pool: bool = False):
+    """The attack's pool (class-balanced, on ``device``), its LiRA masks and the test images, as
+    :func:`run_experiment` and :func:`run_subset_sweep` both draw them from ``cfg`` and ``seed``."""
+    from .data import class_balanced_subset
+    from .mia import membership_masks
+    pool_idx = class_balanced_subset(ds.train_y, cfg.pool // ds.num_classes, seed=seed)
+    x, y = ds.train_x[pool_idx].to(device), ds.train_y[pool_idx].to(device)
+    masks = membership_masks(cfg.runs, len(pool_idx), seed=seed)
+    n_test = cfg.test_size or len(ds.test_y)
+    test = (ds.test_x[:n_test], ds.test_y[:n_test])  # the test set is in random order
+    return (x, y, masks, *test, pool_idx) if with_pool else (x, y, masks, *test)
+
+
 def run_subset_sweep(ds, cfg: MIA, *, sizes: Sequence[int] | None = None, seed: int = 0, device=None,
                      cache: bool = True, query: str = "flip", exp: Experiment | None = None,
                      log: Callable[[str], None] = print) -> dict[int, PipelineRuns]:
@@ -298,34 +304,36 @@ def run_subset_sweep(ds, cfg: MIA, *, sizes: Sequence[int] | None = None, seed: 
     size trains ``cfg.epochs_small`` epochs like the baseline, and the size ``cfg.ipc`` is taken from
     ``exp`` when given. Cached like :func:`run_experiment`. Returns ``{ipc: PipelineRuns}``."""
     from dataclasses import replace
-    from .data import class_balanced_subset, cache_dir
-    from .mia import membership_masks
+
+    from . import files
+    from .data import cache_dir
     sizes = sorted({int(s) for s in (cfg.subset_sizes if sizes is None else sizes)})
     if not sizes or sizes[0] < 1:
         raise ValueError(f"sizes={sizes}: give one or more positive numbers of images per class")
     key = hashlib.sha256(repr((asdict(cfg), sizes, seed, query, ds.name, _code_fingerprint())).encode()).hexdigest()[:20]
     path = cache_dir() / "experiments" / f"subsets-{key}.pt"
     if cache and path.exists():
-        log(f"reusing the subset sweep of an identical earlier run (cache {path.name})")
-        d = torch.load(path, map_location="cpu", weights_only=False)
-        return {int(k): PipelineRuns(**v) for k, v in d.items()}
+        from .files import FileError
+        try:
+            d = files.load(path, what="cached subset sweep")
+            out = {int(k): PipelineRuns.from_dict(v, where=f"{path.name}: size {k}") for k, v in d["sizes"].items()}
+            log(f"reusing the subset sweep of an identical earlier run (cache {path.name})")
+            return out
+        except (FileError, KeyError, TypeError) as e:  # unsafe, damaged or of an older format: run again
+            log(f"not reusing the cache ({e}); running the sweep again")
     device = torch.device(device) if device is not None else ds.train_x.device
-    C = ds.num_classes
-    pool_idx = class_balanced_subset(ds.train_y, cfg.pool // C, seed=seed)
-    x, y = ds.train_x[pool_idx].to(device), ds.train_y[pool_idx].to(device)
-    masks = membership_masks(cfg.runs, len(pool_idx), seed=seed)
-    n_test = cfg.test_size or len(ds.test_y)
+    x, y, masks, test_x, test_y = _attack_data(ds, cfg, seed, device)
     out = {}
     for ipc in sizes:
         if exp is not None and ipc == cfg.ipc and "subset" in exp.pipelines:
             out[ipc] = exp.pipelines["subset"]
             continue
-        out[ipc] = run_pipeline("subset", x, y, masks, ds.test_x[:n_test], ds.test_y[:n_test],
+        out[ipc] = run_pipeline("subset", x, y, masks, test_x, test_y,
                                 cfg=replace(cfg, ipc=ipc), seed=seed, device=device, query=query)
         log(f"subset, {ipc:>3} per class: test accuracy {out[ipc].test_accuracy.mean():.3f}, {out[ipc].seconds:.0f} s")
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({k: asdict(v) for k, v in out.items()}, path)
+        files.save({"kind": "subset-sweep", "sizes": {str(k): v.to_dict() for k, v in out.items()}}, path)
     return out
 
 

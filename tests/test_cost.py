@@ -40,7 +40,7 @@ def test_profiles_fit_their_budgets(profile, device):
     for stem, c in r["chapters"].items():  # standing alone: 5 and 8 re-create chapter 4's experiment
         assert c["minutes"] <= budget[stem], (stem, c["minutes"], budget[stem])
     if (profile, device) in cost.BOOK_BUDGET_MINUTES:
-        assert r["total_minutes"] <= cost.BOOK_BUDGET_MINUTES[profile, device]
+        assert r["total_minutes_in_book"] <= cost.BOOK_BUDGET_MINUTES[profile, device]
 
 
 def test_standalone_chapters_pay_for_what_they_recreate():

@@ -269,6 +269,14 @@ def _plain(tex: str) -> str:
     return re.sub(r"[{}]", "", tex.replace("--", "–").replace("\\&", "&"))
 
 
+def _page_title(stem: str) -> str:
+    """The first heading of ``book/<stem>.md`` (a page that is not a chapter: primer, notation, glossary)."""
+    for line in (ROOT / "book" / f"{stem}.md").read_text().splitlines():
+        if line.startswith("# "):
+            return line[2:].strip()
+    return stem
+
+
 class Converter:
     """Turns one chapter's MyST markdown cells into markdown that Jupyter and Colab render."""
 
@@ -304,11 +312,15 @@ class Converter:
             label = label.removesuffix(".md").removeprefix("./")
             if name == "doc":
                 stem = Path(label).name
-                return f"[{title or self.labels.names[stem][0]}]({stem}.ipynb)"
+                if stem in self.labels.names:  # a chapter: its generated notebook sits beside this one
+                    return f"[{title or self.labels.names[stem][0]}]({stem}.ipynb)"
+                return f"[{title or _page_title(stem)}]({self.p.site}/book/{stem}.html)"  # a page of the site
             return title.replace("{number}", "").strip() if title else self.labels.text(label, self.md.stem)
         if name in ("math",):
             return f"${text}$"
-        if name in ("sub", "sup", "abbr", "kbd", "code", "samp", "file", "command", "term"):
+        if name == "term":  # a glossary term: its text (the glossary itself is a page of the site)
+            return _split_label(text)[0] or text
+        if name in ("sub", "sup", "abbr", "kbd", "code", "samp", "file", "command"):
             return f"`{text}`" if name in ("kbd", "code", "samp", "file", "command") else text
         raise ValueError(f"{self.md.name}: no plain-markdown form for the role {{{name}}}")
 
