@@ -58,6 +58,7 @@ for md in book/[0-9][0-9]-*.md; do
   echo "$(basename "${md%.md}") $(( $(date +%s) - start ))" >> "$timings"
 done
 echo "all chapters executed in $(( $(date +%s) - total_start )) s"
+"$PYTHON" tools/notebooks.py >/dev/null  # again: syncing may have re-wrapped a chapter's source
 "$PYTHON" -m dcprivacy.timings "$timings" && rm -f "$timings"  # results/timings/book-<profile>-<device>.json
 "$PYTHON" -c "from jupyter_book.cli.main import main; main()" build . -W -n --keep-going
 test -f _build/html/index.html && echo "book: _build/html/index.html"
