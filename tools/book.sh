@@ -26,8 +26,10 @@ if [ "$WITHOUT_SOLUTIONS" = 1 ]; then
   out=_build/nosolutions
   rm -rf "$out" _build/html-nosolutions
   mkdir -p "$out"
-  "$PYTHON" -c "import sys, yaml; c = yaml.safe_load(open('_config.yml')); \
-c.setdefault('sphinx', {}).setdefault('config', {})['hide_solutions'] = True; \
+  # (the copy lives in another folder: local extensions' paths are made absolute, as they are read from it)
+  "$PYTHON" -c "import os, sys, yaml; c = yaml.safe_load(open('_config.yml')); s = c.setdefault('sphinx', {}); \
+s.setdefault('config', {})['hide_solutions'] = True; \
+s['local_extensions'] = {k: os.path.abspath(v) for k, v in (s.get('local_extensions') or {}).items()}; \
 yaml.safe_dump(c, open(sys.argv[1], 'w'), sort_keys=False, allow_unicode=True)" "$out/_config.yml"
   "$PYTHON" -c "from jupyter_book.cli.main import main; main()" build . --config "$out/_config.yml" \
     --path-output "$out" -W -n --keep-going
