@@ -563,7 +563,7 @@ def _cost(args) -> int:
 
 
 def _chapter_args(p: argparse.ArgumentParser):
-    p.add_argument("chapter", help="a chapter's file stem, e.g. 03-condensation")
+    p.add_argument("chapter", help="a chapter's file stem, e.g. 02-condensation")
     p.add_argument("--profile", choices=("quick", "standard", "paper"), default=None, help="default: the active one")
     p.add_argument("--device-name", choices=("cpu", "t4", "h200"), default=None,
                    help="the cost model's device this machine is (for the measured/predicted ratio)")

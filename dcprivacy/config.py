@@ -26,7 +26,7 @@ class Tour:
 
 @dataclass(frozen=True)
 class Theory:
-    """Chapter 2: linear distribution matching on flattened FashionMNIST, and a model trained with noise."""
+    """Chapter 3: linear distribution matching on flattened FashionMNIST, and a model trained with noise."""
     n_grid: tuple[int, ...] = (375, 750, 1500, 3000, 6000)  # real samples per class (6000: all of them)
     m_grid: tuple[int, ...] = (1, 2, 4, 8, 16, 32)  # synthetic samples per class
     removals: int = 10  # random non-initialisers removed, per class and grid point
@@ -44,7 +44,7 @@ class Theory:
 
 @dataclass(frozen=True)
 class Condense:
-    """Chapter 3: DM, DC and DSA on FashionMNIST, and their evaluation."""
+    """Chapter 2: DM, DC and DSA on FashionMNIST, and their evaluation."""
     per_class_pool: int = 500  # real images per class to condense from (0: the full training set)
     ipc: tuple[int, ...] = (1, 10)
     width: int = 16

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from .config import PROFILES, Profile, get_profile
 
-C = 10  # classes of FashionMNIST
+NUM_CLASSES = 10  # classes of FashionMNIST
 TRAIN_PER_CLASS = 6000  # FashionMNIST training images per class
 TEST_SIZE = 10000
 D = 784  # pixels of one image
@@ -52,10 +52,10 @@ DEVICES = ("cpu", "t4", "h200")
 # book in order ≤ 12 minutes, ≤ 15 with the standalone re-creations); standard on a T4: a Colab session's
 # attention span, 20 minutes per chapter.
 BUDGET_MINUTES = {
-    ("quick", "cpu"): {"01-tour": 1.5, "02-linear-bound": 0.5, "03-condensation": 3.0, "04-membership-inference": 3.5,
+    ("quick", "cpu"): {"01-tour": 1.5, "02-condensation": 3.0, "03-linear-bound": 0.5, "04-membership-inference": 3.5,
                        "05-no-free-lunch": 4.0, "06-nonlinear": 1.0, "07-visual-privacy": 1.0,
                        "08-dp-condensation": 6.0},  # 5 and 8 standing alone: chapter 4's experiment included
-    ("standard", "t4"): {stem: 20.0 for stem in ("01-tour", "02-linear-bound", "03-condensation",
+    ("standard", "t4"): {stem: 20.0 for stem in ("01-tour", "02-condensation", "03-linear-bound",
                                                  "04-membership-inference", "05-no-free-lunch", "06-nonlinear",
                                                  "07-visual-privacy", "08-dp-condensation")},
 }
@@ -169,7 +169,7 @@ def forward_flops(arch: str = "convnet", width: int = 128, depth: int = 3, *, he
     from .nets import conv_flops, make_net
     kw = dict(width=width) if arch == "linear" else dict(width=width, depth=depth)
     net = make_net(arch, **kw)
-    return float(conv_flops(net) + (2 * net.feature_dim * C if head else 0))
+    return float(conv_flops(net) + (2 * net.feature_dim * NUM_CLASSES if head else 0))
 
 
 def _kind(arch: str, flops: float, steps: float, host: float = 0.0) -> Work:
@@ -200,8 +200,8 @@ def evaluate(n_train: float, epochs: int, models: int, *, width: int = 128, dept
             + inference(test, models, arch=arch, width=width, depth=depth, gpu_paths=gpu_paths))
 
 
-def dm(ipc: int, iterations: int, real_per_class: float, *, classes: int = C, runs: int = 1, arch: str = "convnet",
-       width: int = 128, depth: int = 3) -> Work:
+def dm(ipc: int, iterations: int, real_per_class: float, *, classes: int = NUM_CLASSES, runs: int = 1,
+       arch: str = "convnet", width: int = 128, depth: int = 3) -> Work:
     """:func:`dcprivacy.condense.distribution_matching`: per iteration, ``real_per_class`` real images of every
     class embedded without a graph (once for all ``runs`` sharing the draw), and every run's synthetic
     images forward and backward."""
@@ -211,7 +211,7 @@ def dm(ipc: int, iterations: int, real_per_class: float, *, classes: int = C, ru
 
 
 def gradient_matching(ipc: int, iterations: int, loops: tuple[int, int] | None, batch_real: float, *,
-                      classes: int = C, width: int = 128, depth: int = 3, gpu_paths: bool = False) -> Work:
+                      classes: int = NUM_CLASSES, width: int = 128, depth: int = 3, gpu_paths: bool = False) -> Work:
     """:func:`dcprivacy.condense.gradient_matching` (DC; DSA costs the same plus its cheap augmentation):
     ``outer`` gradient matches per iteration (real: forward + backward; synthetic: with the double
     backward), with ``inner`` epochs of network training on the synthetic set between them."""
@@ -248,21 +248,23 @@ def mia_pipeline(name: str, cfg, *, gpu_paths: bool = False) -> Work:
     every model scored on the whole pool (2 queries) and tested on ``test_size`` images."""
     K, half = cfg.runs, cfg.pool / 2
     net = dict(width=cfg.width, depth=3, gpu_paths=gpu_paths)
-    small = C * cfg.ipc
+    small = NUM_CLASSES * cfg.ipc
     if name == "real":
         w = train(half, cfg.epochs, K, batch_size=cfg.batch_size, **net)
     elif name == "subset":
         w = train(small, cfg.epochs_small, K, batch_size=cfg.batch_size, **net)
     else:
         if name in ("dm", "dm-noise"):
-            real = min(cfg.batch_real, half / C)
+            real = min(cfg.batch_real, half / NUM_CLASSES)
             if cfg.shared_draws:  # one batch for all K runs: 2·batch_real pool images per class
-                cond = dm(cfg.ipc, cfg.dm_iterations, min(2 * cfg.batch_real, cfg.pool / C), runs=K, width=cfg.width)
+                cond = dm(cfg.ipc, cfg.dm_iterations, min(2 * cfg.batch_real, cfg.pool / NUM_CLASSES), runs=K,
+                          width=cfg.width)
             else:
                 cond = K * dm(cfg.ipc, cfg.dm_iterations, real, width=cfg.width)
         else:
-            cond = K * gradient_matching(cfg.ipc, cfg.dc_iterations, cfg.dc_loops, min(cfg.batch_real, half / C),
-                                         width=cfg.width, gpu_paths=gpu_paths)
+            cond = K * gradient_matching(cfg.ipc, cfg.dc_iterations, cfg.dc_loops,
+                                         min(cfg.batch_real, half / NUM_CLASSES), width=cfg.width,
+                                         gpu_paths=gpu_paths)
         w = cond + train(small, cfg.epochs_small, K, batch_size=cfg.batch_size, **net)
     test = cfg.test_size or TEST_SIZE
     return (w + inference(cfg.pool, K, queries=2, width=cfg.width, gpu_paths=gpu_paths)
@@ -279,28 +281,12 @@ def mia_experiment(cfg, *, gpu_paths: bool = False) -> Work:
 def ch01_tour(p: Profile, dev: Device) -> Work:
     t, g = p.tour, dev.gpu_paths
     check = 2 * train(50, 3, 3, width=8, batch_size=16, gpu_paths=False)  # stacked vs alone, tiny
-    main = total(evaluate(C * k, t.epochs, t.models, width=t.width, gpu_paths=g).named(f"{k}/class")
+    main = total(evaluate(NUM_CLASSES * k, t.epochs, t.models, width=t.width, gpu_paths=g).named(f"{k}/class")
                  for k in t.per_class)
     return check.named("stacked check") + main
 
 
-def ch02_linear_bound(p: Profile, dev: Device) -> Work:
-    t = p.theory
-    N, k, m = TRAIN_PER_CLASS, t.k, t.ipc
-    randn = 10  # FLOP-equivalents of one normal draw
-    main = Work(dense=t.iterations * (4 * C * k * D + randn * k * D), steps=t.iterations).named("linear DM")
-    n0, v = t.n_grid[0], t.validate
-    loo = Work(dense=t.iterations * (4 * C * (v + 1) * k * D + randn * k * D) + C * v * n0 * D,
-               steps=2 * t.iterations).named("leave-one-out loop")
-    grid = Work(dense=sum(3 * C * n * D + 10 * C * t.removals * mm * D for n in t.n_grid for mm in t.m_grid),
-                steps=10 * len(t.n_grid) * len(t.m_grid)).named("sensitivity grid")
-    lang = Work(dense=t.langevin_steps * t.chains * C * D * (5 + randn) + 2 * TEST_SIZE * t.chains * C * D,
-                steps=t.langevin_steps).named("Langevin")
-    rest = Work(dense=8 * C * N * D * (len(t.n_grid) + 4), steps=200).named("closed forms")
-    return main + loo + grid + lang + rest
-
-
-def ch03_condensation(p: Profile, dev: Device) -> Work:
+def ch02_condensation(p: Profile, dev: Device) -> Work:
     c, g = p.condense, dev.gpu_paths
     pool = c.per_class_pool or TRAIN_PER_CLASS
     real = min(c.batch_real, pool)
@@ -312,13 +298,31 @@ def ch03_condensation(p: Profile, dev: Device) -> Work:
         if k != ipc:
             w = w + dm(k, c.dm_iterations, real, **net).named(f"DM ipc {k}")
     ev = dict(models=c.eval_models, gpu_paths=g, **net)
-    w = w + evaluate(C * ipc, c.eval_epochs_dm, **ev).named("evaluate DM real") * 3  # DM real, DM noise, DSA
-    w = w + evaluate(C * ipc, c.eval_epochs_dc, **ev).named("evaluate DC")
+    w = w + evaluate(NUM_CLASSES * ipc, c.eval_epochs_dm, **ev).named("evaluate DM real") * 3  # DM real, DM noise, DSA
+    w = w + evaluate(NUM_CLASSES * ipc, c.eval_epochs_dc, **ev).named("evaluate DC")
     for k in c.ipc:  # the random start of every ipc, and DM at the other ipcs
-        w = w + evaluate(C * k, c.eval_epochs_dm, **ev).named(f"evaluate random {k}") * (1 if k == ipc else 2)
-    w = w + evaluate(C * ipc, c.eval_epochs_dc, **ev).named("evaluate random, no aug")
-    w = w + evaluate(C * pool, c.eval_epochs_whole, **ev).named("evaluate whole pool")
+        w = w + evaluate(NUM_CLASSES * k, c.eval_epochs_dm, **ev).named(f"evaluate random {k}") * (1 if k == ipc else 2)
+    w = w + evaluate(NUM_CLASSES * ipc, c.eval_epochs_dc, **ev).named("evaluate random, no aug")
+    w = w + evaluate(NUM_CLASSES * pool, c.eval_epochs_whole, **ev).named("evaluate whole pool")
     return w
+
+
+def ch03_linear_bound(p: Profile, dev: Device) -> Work:
+    t = p.theory
+    N, k, m = TRAIN_PER_CLASS, t.k, t.ipc
+    randn = 10  # FLOP-equivalents of one normal draw
+    main = Work(dense=t.iterations * (4 * NUM_CLASSES * k * D + randn * k * D), steps=t.iterations).named("linear DM")
+    n0, v = t.n_grid[0], t.validate
+    loo = Work(dense=t.iterations * (4 * NUM_CLASSES * (v + 1) * k * D + randn * k * D) + NUM_CLASSES * v * n0 * D,
+               steps=2 * t.iterations).named("leave-one-out loop")
+    grid = Work(dense=sum(3 * NUM_CLASSES * n * D + 10 * NUM_CLASSES * t.removals * mm * D
+                          for n in t.n_grid for mm in t.m_grid),
+                steps=10 * len(t.n_grid) * len(t.m_grid)).named("sensitivity grid")
+    lang = Work(dense=t.langevin_steps * t.chains * NUM_CLASSES * D * (5 + randn)
+                + 2 * TEST_SIZE * t.chains * NUM_CLASSES * D,
+                steps=t.langevin_steps).named("Langevin")
+    rest = Work(dense=8 * NUM_CLASSES * N * D * (len(t.n_grid) + 4), steps=200).named("closed forms")
+    return main + loo + grid + lang + rest
 
 
 def ch04_membership_inference(p: Profile, dev: Device) -> Work:
@@ -370,8 +374,8 @@ def ch06_nonlinear(p: Profile, dev: Device) -> Work:
     runs = 1 + 2 * nl.targets
     w = w + dm(nl.model_ipc, its, nl.pool, runs=runs, width=nl.convnet[0], depth=nl.convnet[1]).named("DM T and T∖{x'}")
     arch, width, depth = nl.model
-    w = w + runs * (train(C * nl.model_ipc, nl.train_epochs, nl.train_seeds, arch=arch, width=width, depth=depth,
-                          gpu_paths=g)
+    w = w + runs * (train(NUM_CLASSES * nl.model_ipc, nl.train_epochs, nl.train_seeds, arch=arch, width=width,
+                          depth=depth, gpu_paths=g)
                     + inference(2 * nl.targets, nl.train_seeds, arch=arch, width=width, depth=depth, gpu_paths=g)
                     ).named("models on the sets")
     slopes = 2 * nl.repeats * len(nl.m_grid) * len(nl.iterations) * nl.removals  # values per bootstrap
@@ -398,19 +402,20 @@ def ch07_visual_privacy(p: Profile, dev: Device) -> Work:
 def ch08_dp_condensation(p: Profile, dev: Device) -> Work:
     d, g = p.dp, dev.gpu_paths
     per_class = d.per_class_pool or TRAIN_PER_CLASS
-    n = C * per_class
+    n = NUM_CLASSES * per_class
     eps = len(d.epsilons) + 1
     e = forward_flops("convnet", d.width, 3, head=False)
 
     def dp_dm(n_real, iterations):  # DP-DM: q·n real images embedded, the synthetic set forward + backward
-        return Work(conv=iterations * (e * d.sample_rate * n_real + FWD_BWD * e * C * d.ipc), steps=iterations)
+        return Work(conv=iterations * (e * d.sample_rate * n_real + FWD_BWD * e * NUM_CLASSES * d.ipc),
+                    steps=iterations)
 
     def dp_sgd(n_real, models):  # Opacus, one model after another; per-sample gradients ≈ one more backward
         batches = d.dpsgd_epochs * math.ceil(1 / d.dpsgd_sample_rate)
         return Work(conv=(FWD_BWD + 1) * forward_flops("convnet", d.width, 3) * n_real * d.dpsgd_epochs * models,
                     steps=3 * batches * models)
 
-    ev = evaluate(C * d.ipc, d.eval_epochs, d.eval_models, width=d.width, gpu_paths=g)
+    ev = evaluate(NUM_CLASSES * d.ipc, d.eval_epochs, d.eval_models, width=d.width, gpu_paths=g)
     w = (eps * (dp_dm(n, d.iterations) + ev)).named("DP-DM sweep")
     w = w + (eps * dp_sgd(n, 1) + eps * inference(TEST_SIZE, 1, width=d.width)).named("DP-SGD sweep")
     w = w + (dm(d.ipc, d.iterations, max(1, round(d.sample_rate * per_class)), width=d.width) + ev).named("DM plain")
@@ -421,7 +426,7 @@ def ch08_dp_condensation(p: Profile, dev: Device) -> Work:
     test = d.attack_test or TEST_SIZE
     scored = 2 * (inference(d.attack_pool, K, queries=2, width=d.width, gpu_paths=g) + inference(test, K, width=d.width,
                                                                                              gpu_paths=g))
-    w = w + (K * dp_dm(half, d.iterations) + train(C * d.ipc, d.eval_epochs, K, width=d.width, gpu_paths=g)
+    w = w + (K * dp_dm(half, d.iterations) + train(NUM_CLASSES * d.ipc, d.eval_epochs, K, width=d.width, gpu_paths=g)
              + dp_sgd(half, K) + scored + accounting(calibrations=1)).named("attacked DP pipelines")
     # the positive control: chapter 4's real and DM pipelines, at this audit's K, pool and test images
     control = replace(p.mia, runs=K, pool=d.attack_pool, test_size=test)
@@ -438,8 +443,8 @@ def _chapter4_models(p: Profile, dev: Device) -> Work:
 
 CHAPTERS = {
     "01-tour": ch01_tour,
-    "02-linear-bound": ch02_linear_bound,
-    "03-condensation": ch03_condensation,
+    "02-condensation": ch02_condensation,
+    "03-linear-bound": ch03_linear_bound,
     "04-membership-inference": ch04_membership_inference,
     "05-no-free-lunch": ch05_no_free_lunch,
     "06-nonlinear": ch06_nonlinear,

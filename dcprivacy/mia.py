@@ -61,7 +61,7 @@ def _logits_labels(logits, labels) -> tuple[torch.Tensor, torch.Tensor]:
         y = y.expand(z.shape[:-1])
     except RuntimeError:
         raise ValueError(f"labels has shape {tuple(y.shape)}, which does not broadcast to logits.shape[:-1] = "
-                         f"{tuple(z.shape[:-1])}; for logits [models, n, queries, C] pass labels[:, None]") from None
+                         f"{tuple(z.shape[:-1])}; for logits [models, n, queries, classes] pass labels[:, None]") from None
     if y.numel() and (y.min() < 0 or y.max() >= z.shape[-1]):
         raise ValueError(f"labels: must lie in 0..{z.shape[-1] - 1} (the classes of the logits)")
     return z, y.unsqueeze(-1)
@@ -71,7 +71,7 @@ def logit_scaled_confidence(logits, labels) -> torch.Tensor:
     """LiRA's score φ = log p_y − log Σ_{y'≠y} p_{y'} = log(p_y / (1 − p_y)), float64, shape ``logits.shape[:-1]``.
 
     The softmax normaliser cancels, leaving φ = z_y − logsumexp_{y'≠y} z_{y'}: computed from the logits
-    ``z`` [..., C] without forming a probability, it stays exact when p_y rounds to 1 (margins of 1000).
+    ``z`` [..., classes] without forming a probability, it stays exact when p_y rounds to 1 (margins of 1000).
     ``labels`` broadcast against ``logits.shape[:-1]``."""
     z, y = _logits_labels(logits, labels)
     others = z.scatter(-1, y, float("-inf"))
@@ -92,7 +92,7 @@ def loss_scores(logits, labels) -> torch.Tensor:
 
 
 def query_logits(ens, x: torch.Tensor, *, augment: str = "none", batch_size: int = 256) -> torch.Tensor:
-    """Logits of every model on every example and query: [N_models, n, A, C].
+    """Logits of every model on every example and query: [N_models, n, A, classes].
 
     ``augment``: ``"none"`` (A = 1) or ``"flip"`` (A = 2: the image and its horizontal mirror, LiRA's
     default queries)."""

@@ -159,8 +159,8 @@ def run_pipeline(name: str, x: torch.Tensor, y: torch.Tensor, masks: torch.Tenso
     device, x, y, masks, runs = _on_device(x, y, masks, runs, device)
     members = masks[runs]
     started = time.time()
-    C = int(y.max()) + 1
-    factory = net_factory("convnet", width=cfg.width, channels=x.shape[1], num_classes=C, im_size=x.shape[-1])
+    num_classes = int(y.max()) + 1
+    factory = net_factory("convnet", width=cfg.width, channels=x.shape[1], num_classes=num_classes, im_size=x.shape[-1])
     augment = DEFAULT_STRATEGY if cfg.train_augment else None
     seeds = [seed + k for k in runs]
     init_mask = torch.zeros_like(members)
@@ -403,15 +403,15 @@ def run_dp_pipeline(name: str, x: torch.Tensor, y: torch.Tensor, masks: torch.Te
     device, x, y, masks, runs = _on_device(x, y, masks, runs, device)
     members = masks[runs]
     started = time.time()
-    C = int(y.max()) + 1
-    class_size = x.shape[0] / (2 * C) if class_size is None else class_size
-    factory = net_factory("convnet", width=cfg.width, channels=x.shape[1], num_classes=C, im_size=x.shape[-1])
+    num_classes = int(y.max()) + 1
+    class_size = x.shape[0] / (2 * num_classes) if class_size is None else class_size
+    factory = net_factory("convnet", width=cfg.width, channels=x.shape[1], num_classes=num_classes, im_size=x.shape[-1])
     seeds = [seed + k for k in runs]
     # the mechanisms' coins (Poisson samples, noise) from a stream apart from the public network seeds
     secret_seeds = [int(np.random.SeedSequence([int(seed), int(k), 0x5EC2E7]).generate_state(1, np.uint64)[0] >> 1)
                     for k in runs]
     if name == "dp-dm":
-        sets = [dp_distribution_matching(x[members[i]], y[members[i]], ipc=cfg.ipc, num_classes=C,
+        sets = [dp_distribution_matching(x[members[i]], y[members[i]], ipc=cfg.ipc, num_classes=num_classes,
                                          class_size=class_size, target_epsilon=epsilon, delta=cfg.delta,
                                          sample_rate=cfg.sample_rate, iterations=cfg.iterations, clip=cfg.clip,
                                          lr_img=cfg.lr_img, momentum=cfg.momentum, width=cfg.width,
@@ -427,7 +427,7 @@ def run_dp_pipeline(name: str, x: torch.Tensor, y: torch.Tensor, masks: torch.Te
                            config=TrainConfig(epochs=cfg.eval_epochs, augment=DEFAULT_STRATEGY), desc="dp-dm models")
         train_size, spent, sigma = own.sum(1), max(s.epsilon for s in sets), sets[0].config["noise_multiplier"]
     else:
-        res = dpsgd_train_models(factory, x, y, seeds=seeds, members=members, dataset_size=class_size * C,
+        res = dpsgd_train_models(factory, x, y, seeds=seeds, members=members, dataset_size=class_size * num_classes,
                                  secret_seeds=secret_seeds, target_epsilon=epsilon,
                                  delta=cfg.delta, epochs=cfg.dpsgd_epochs, sample_rate=cfg.dpsgd_sample_rate,
                                  clip=cfg.clip, lr=cfg.dpsgd_lr, accountant=cfg.accountant, device=device,

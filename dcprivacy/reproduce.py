@@ -4,14 +4,14 @@
 runs, in order of value, and writes each result as JSON with provenance the moment it exists — so a run
 cut short keeps everything finished before the cut:
 
-0. the ``standard`` profile of the chapters the cost model predicts to be the costliest (at least 3 and
+0. the ``standard`` profile of the chapters the cost model predicts to be the costliest (at least 2 and
    4), each run outside Jupyter (:mod:`dcprivacy.runner`), timed beside the prediction for this device;
    the measured/predicted ratio recalibrates the GPU constants and the T4 estimates
    (``<results>/gpu/chapters/``);
 1. DM from real images on FashionMNIST at the reference's settings (ConvNet width 128, 256 real images per
    class and iteration, lr 1, DSA, the full training set) for 1, 10 and 50 images per class, each evaluated
    by the literature's protocol (``models`` ConvNets × 1000 epochs with DSA) (``<results>/condensation/``,
-   which chapter 3's table of published accuracies reads);
+   which chapter 2's table of published accuracies reads);
 2. DSA and DC at 1 and 10 images per class with the reference's loops, as many of the reference's 1000
    iterations as the budget allows (the number run is recorded) (``<results>/condensation/``);
 3. the critique at scale: K runs of ``real``, ``subset`` and ``dm`` (width 128, DM ≥ 1000 iterations) on a
@@ -37,7 +37,7 @@ REFERENCE_DC_ITERATIONS = 1000
 @dataclass(frozen=True)
 class Sizes:
     """What each step runs (the real run, or the dry run's toy sizes)."""
-    chapters_min: tuple[str, ...] = ("03-condensation", "04-membership-inference")
+    chapters_min: tuple[str, ...] = ("02-condensation", "04-membership-inference")
     chapters_top: int = 3  # also the next costliest chapters, up to this many in all
     chapter_profile: str = "standard"
     dm_ipcs: tuple[int, ...] = (1, 10, 50)
@@ -60,7 +60,7 @@ class Sizes:
     min_gm_iterations: int = 10
 
 
-DRY_RUN = Sizes(chapters_min=("02-linear-bound",), chapters_top=1, chapter_profile="quick", dm_ipcs=(1, 2),
+DRY_RUN = Sizes(chapters_min=("03-linear-bound",), chapters_top=1, chapter_profile="quick", dm_ipcs=(1, 2),
                 dm_iterations=3, gm_ipcs=(1,), gm_iterations=2, width=4, batch_real=8, per_class_pool=20,
                 eval_models=1, eval_epochs=2, critique_runs=4, critique_pool=100, critique_dm_iterations=2, critique_ipc=1,
                 critique_epochs=1, critique_epochs_small=1, bootstrap=10, min_dm_iterations=1, min_gm_iterations=1)
@@ -193,7 +193,7 @@ def step_condense(kind: str, sizes: Sizes, budget: float, key: str, device, out:
     for i, (method, ipc) in enumerate(jobs):
         share = (end - time.time()) / 60 / (len(jobs) - i)
         epochs = sizes.eval_epochs or (300 if method == "dc" else 1000)
-        fixed = cost.evaluate(cost.C * ipc, epochs, sizes.eval_models, width=sizes.width,
+        fixed = cost.evaluate(cost.NUM_CLASSES * ipc, epochs, sizes.eval_models, width=sizes.width,
                               gpu_paths=dev.gpu_paths).seconds(dev)
         if method == "dm":
             per_it = cost.dm(ipc, 1, real, width=sizes.width).seconds(dev)

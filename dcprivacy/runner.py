@@ -1,7 +1,7 @@
 """Run one chapter's code outside Jupyter, under a given profile, timed, beside the cost model's prediction.
 
-``python -m dcprivacy chapter 03-condensation --profile standard [--device-name t4] [--out FILE]``
-turns ``book/03-condensation.md`` (MyST) into a plain Python script — its code cells in order,
+``python -m dcprivacy chapter 02-condensation --profile standard [--device-name t4] [--out FILE]``
+turns ``book/02-condensation.md`` (MyST) into a plain Python script — its code cells in order,
 nothing else — and runs it in a fresh interpreter with ``DCPRIVACY_PROFILE`` set, then writes
 the measured seconds next to :func:`dcprivacy.cost.chapter_minutes` for that device, as JSON with
 provenance. It needs neither Jupyter nor jupytext (the GPU machine has neither): the MyST code cells

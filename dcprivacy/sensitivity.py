@@ -1,6 +1,6 @@
 """Leave-one-out sensitivity of distribution matching (DM) with any extractor, measured.
 
-Chapter 2 computes how far *linear* DM's synthetic set moves when one real sample is removed.
+Chapter 3 computes how far *linear* DM's synthetic set moves when one real sample is removed.
 With a ReLU network there is no closed form, so this module measures it with the real
 :func:`dcprivacy.condense.distribution_matching`, in a controlled experiment:
 
@@ -43,16 +43,16 @@ class Removal:
     n_grid: tuple[int, ...]
     m: int
     iterations: tuple[int, ...]
-    removed: torch.Tensor  # [R] positions (in the class's order) of the removed samples
-    initialiser: torch.Tensor  # [R] bool: the removed sample initialised a synthetic image
-    shift: torch.Tensor  # [T, G, R, m]
-    control: torch.Tensor  # [T, G, m]
-    images: torch.Tensor  # [T, G, m, C, H, W]: the synthetic set of each T_n after each iteration count
+    removed: torch.Tensor  # [removed] positions (in the class's order) of the removed samples
+    initialiser: torch.Tensor  # [removed] bool: the removed sample initialised a synthetic image
+    shift: torch.Tensor  # [iterations, n, removed, m]
+    control: torch.Tensor  # [iterations, n, m]
+    images: torch.Tensor  # [iterations, n, m, C, H, W]: the synthetic set of each T_n after each iteration count
     config: dict = field(default_factory=dict)
 
     @property
     def set_shift(self) -> torch.Tensor:
-        """‖S(T_n) − S(T_n ∖ {x_r})‖_F: [T, G, R]."""
+        """‖S(T_n) − S(T_n ∖ {x_r})‖_F: [iterations, n, removed]."""
         return self.shift.pow(2).sum(-1).sqrt()
 
 
@@ -115,7 +115,7 @@ def removal_shifts(x: torch.Tensor, n_grid: Sequence[int], m: int, removed: Sequ
 
 
 def loglog_slopes(n, values) -> np.ndarray:
-    """Least-squares slope of log ``values`` against log ``n``, per column: ``values`` [len(n), K] → [K]."""
+    """Least-squares slope of log ``values`` against log ``n``, per column: ``values`` [len(n), columns] → [columns]."""
     lx = np.log(np.asarray(n, float))
     ly = np.log(np.asarray(values, float))
     lx = lx - lx.mean()
@@ -140,7 +140,7 @@ def standardized_shift(score_in, score_out, *, bootstrap: int = 2000, level: flo
     ``score_in[k]``, ``score_out[k]``: the target's score (e.g. LiRA's φ) on the model trained with
     seed ``k`` on S(T) and on S(T ∖ {target}). Returns (shift, low, high): shift = (mean in − mean out) /
     pooled standard deviation over seeds, with a percentile-bootstrap interval that resamples seeds
-    (pairs). For two Gaussians of equal spread, the shift is 1/σ of a Gaussian mechanism (chapter 2)."""
+    (pairs). For two Gaussians of equal spread, the shift is 1/σ of a Gaussian mechanism (chapter 3)."""
     a, b = np.asarray(score_in, float).ravel(), np.asarray(score_out, float).ravel()
     if a.shape != b.shape or a.size < 2:
         raise ValueError(f"score_in and score_out: need the same number (≥ 2) of seeds, got {a.size} and {b.size}")

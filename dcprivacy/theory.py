@@ -135,23 +135,24 @@ def gaussian_kl(mean_p: torch.Tensor, var_p: float, mean_q: torch.Tensor,
     return 0.5 * ((mean_p - mean_q).pow(2).sum(-1) / var_q + d * (r - 1 - math.log(r)))
 
 
-def gaussian_delta(mu: float, eps: float) -> float:
-    """δ(ε) between N(0, 1) and N(μ, 1), μ = ``mu``: the exact privacy profile of a Gaussian mechanism
-    with noise multiplier σ = 1/μ (sensitivity μ noise standard deviations; Balle & Wang 2018):
-    Φ(μ/2 − ε/μ) − e^ε Φ(−μ/2 − ε/μ)."""
-    if mu <= 0:
+def gaussian_delta(inv_sigma: float, eps: float) -> float:
+    """δ(ε) between N(0, 1) and N(1/σ, 1), 1/σ = ``inv_sigma``: the exact privacy profile of a Gaussian
+    mechanism with noise multiplier σ (sensitivity 1/σ noise standard deviations — Gaussian DP's μ, which
+    the book writes 1/σ; Balle & Wang 2018): Φ(1/(2σ) − εσ) − e^ε Φ(−1/(2σ) − εσ)."""
+    if inv_sigma <= 0:
         return 0.0
-    return float(ndtr(mu / 2 - eps / mu) - math.exp(eps + log_ndtr(-mu / 2 - eps / mu)))
+    a, b = inv_sigma / 2, eps / inv_sigma
+    return float(ndtr(a - b) - math.exp(eps + log_ndtr(-a - b)))
 
 
-def gaussian_epsilon(mu: float, delta: float) -> float:
-    """The smallest ε with :func:`gaussian_delta` (μ, ε) ≤ δ."""
-    if gaussian_delta(mu, 0.0) <= delta:
+def gaussian_epsilon(inv_sigma: float, delta: float) -> float:
+    """The smallest ε with :func:`gaussian_delta` (1/σ, ε) ≤ δ."""
+    if gaussian_delta(inv_sigma, 0.0) <= delta:
         return 0.0
     hi = 1.0
-    while gaussian_delta(mu, hi) > delta:
+    while gaussian_delta(inv_sigma, hi) > delta:
         hi *= 2
-    return brentq(lambda e: gaussian_delta(mu, e) - delta, 0.0, hi, xtol=1e-10)
+    return brentq(lambda e: gaussian_delta(inv_sigma, e) - delta, 0.0, hi, xtol=1e-10)
 
 
 def sensitivity_grid(real: torch.Tensor, n_grid: Sequence[int], m_grid: Sequence[int],
@@ -159,11 +160,11 @@ def sensitivity_grid(real: torch.Tensor, n_grid: Sequence[int], m_grid: Sequence
                      seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """How far one real sample moves linear DM's output, and the model trained on it, over n and m.
 
-    ``real`` [C, N, d]: the samples of C classes, each in random order. T_n is the first n samples
+    ``real`` [classes, N, d]: the samples of every class, each in random order. T_n is the first n samples
     of each class and S is initialised from its first m. The same ``removals`` random
     non-initialisers x' (drawn from the smallest T_n) are removed at every (n, m), so along each
     axis only n or m changes. Returns ‖S*(T) − S*(T ∖ {x'})‖ and the KL between the
-    :func:`gibbs_posterior` trained on the two sets, each ``[len(n_grid), len(m_grid), C, removals]``.
+    :func:`gibbs_posterior` trained on the two sets, each ``[len(n_grid), len(m_grid), classes, removals]``.
     """
     n_min, m_max = min(n_grid), max(m_grid)
     if m_max + removals > n_min or max(n_grid) > real.shape[-2]:
@@ -175,8 +176,8 @@ def sensitivity_grid(real: torch.Tensor, n_grid: Sequence[int], m_grid: Sequence
     sens, kl = torch.empty(shape, dtype=real.dtype), torch.empty(shape, dtype=real.dtype)
     for i, n in enumerate(n_grid):
         for j, m in enumerate(m_grid):
-            before = linear_dm_fixed_point(real[:, :n], real[:, :m]).unsqueeze(1)  # [C, 1, m, d]
-            shift = removal_shift(real[:, :n], torch.arange(m), removed)  # [C, R, m, d]
+            before = linear_dm_fixed_point(real[:, :n], real[:, :m]).unsqueeze(1)  # [classes, 1, m, d]
+            shift = removal_shift(real[:, :n], torch.arange(m), removed)  # [classes, R, m, d]
             sens[i, j] = shift.flatten(-2).norm(dim=-1).cpu()
             p = gibbs_posterior(before, beta, tau)
             q = gibbs_posterior(before - shift, beta, tau)

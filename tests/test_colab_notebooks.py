@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 import notebooks as N  # noqa: E402
 
 CHAPTERS = N.chapters()
-FASTEST = "02-linear-bound"  # the chapter with the shortest run in the quick profile (seconds)
+FASTEST = "03-linear-bound"  # the chapter with the shortest run in the quick profile (seconds)
 
 
 def test_every_copy_of_the_repository_and_release_agrees_with_pyproject():

@@ -84,4 +84,4 @@ def test_cost_command_writes_the_prediction(tmp_path, capsys):
     r = json.loads(out.read_text())
     assert r["profile"] == "standard" and r["device"] == "t4" and "provenance" in r
     assert max(c["minutes"] for c in r["chapters"].values()) <= 20
-    assert "03-condensation" in capsys.readouterr().err  # the table
+    assert "02-condensation" in capsys.readouterr().err  # the table

@@ -80,10 +80,11 @@ def test_noise_has_the_stated_scale():
     statistic by about 10 standard deviations.
     """
     g = torch.Generator().manual_seed(0)
-    k, d, sigma, C = 10, 2000, 2.5, 0.3
-    emb, y = torch.randn(500, d, generator=g), torch.arange(500) % k
-    clean = dp.noisy_class_sums(emb, y, k, clip=C, noise_multiplier=0.0)
-    z = ((dp.noisy_class_sums(emb, y, k, clip=C, noise_multiplier=sigma, generator=g) - clean) / (sigma * C)).double()
+    num_classes, k, sigma, C = 10, 2000, 2.5, 0.3  # k: the embedding dimension; C: the clipping norm
+    emb, y = torch.randn(500, k, generator=g), torch.arange(500) % num_classes
+    clean = dp.noisy_class_sums(emb, y, num_classes, clip=C, noise_multiplier=0.0)
+    z = ((dp.noisy_class_sums(emb, y, num_classes, clip=C, noise_multiplier=sigma, generator=g) - clean)
+         / (sigma * C)).double()
     m = z.numel()
     s = float((z ** 2).sum())
     p = 2 * min(stats.chi2.cdf(s, m), stats.chi2.sf(s, m))

@@ -23,7 +23,7 @@ def test_dry_run_writes_every_step(tmp_path, monkeypatch):
     assert [record["steps"][s]["status"] for s in "0123"] == ["done"] * 4
     recal = json.loads((tmp_path / "gpu" / "chapters" / "recalibration-cpu.json").read_text())
     assert recal["factor"] == pytest.approx(1.5) and "t4_minutes_recalibrated" in recal
-    assert (tmp_path / "gpu" / "chapters" / "02-linear-bound-quick-cpu.json").exists()
+    assert (tmp_path / "gpu" / "chapters" / "03-linear-bound-quick-cpu.json").exists()
     for name in ("dm-fashionmnist-ipc1", "dm-fashionmnist-ipc2", "dsa-fashionmnist-ipc1", "dc-fashionmnist-ipc1"):
         r = json.loads((tmp_path / "condensation" / f"{name}.json").read_text())
         assert r["iterations"] >= 1 and 0 <= r["evaluation"]["accuracy_mean"] <= 1 and "provenance" in r

@@ -22,7 +22,7 @@ def test_unknown_chapter_names_the_known_ones():
 
 @pytest.mark.slow
 def test_a_chapter_runs_outside_jupyter_timed_beside_its_prediction(tmp_path):
-    r = run_chapter("02-linear-bound", profile="quick", device_name="cpu", workdir=tmp_path, timeout=600)
+    r = run_chapter("03-linear-bound", profile="quick", device_name="cpu", workdir=tmp_path, timeout=600)
     assert r["returncode"] == 0, r["output_tail"]
     assert r["seconds"] > 0 and set(r["predicted_minutes"]) == {"cpu", "t4", "h200"}
     assert r["measured_over_predicted"] == pytest.approx(r["seconds"] / 60 / r["predicted_minutes"]["cpu"], rel=1e-3)

@@ -61,7 +61,7 @@ def test_removing_a_non_initialiser_moves_every_sample_by_the_same_vector():
     removed = torch.arange(m, n)
     shift = theory.removal_shift(real, torch.arange(m), removed)
     assert shift.shape == (3, n - m, m, real.shape[-1])
-    x = real[:, removed]  # [C, R, d]
+    x = real[:, removed]  # [classes, removed, d]
     loo_mean = (real.sum(1, keepdim=True) - x) / (n - 1)
     expected = ((x - loo_mean) / n).unsqueeze(2).expand_as(shift)
     assert torch.allclose(shift, expected, atol=1e-12)
