@@ -177,6 +177,19 @@ def tpr_bound(fpr, epsilon: float, delta: float) -> np.ndarray:
     return np.clip(np.minimum(np.exp(epsilon) * f + delta, 1 - np.exp(-epsilon) * (1 - delta - f)), 0.0, 1.0)
 
 
+def _thresholds(pos: np.ndarray, neg: np.ndarray, fprs) -> list[float]:
+    """Thresholds t of the test "member when score ≥ t" that give the false-positive rates ``fprs`` on the
+    negatives' scores ``neg`` and the same false-negative rates on the positives' ``pos`` (both sorted, descending)."""
+    P, N = len(pos), len(neg)
+    thresholds = []
+    for f in fprs:
+        k = int(np.floor(f * N))
+        thresholds.append(neg[k] + 1e-12 * max(1.0, abs(neg[k])) if k < N else -np.inf)
+        k = int(np.floor(f * P))
+        thresholds.append(pos[P - 1 - k] if k < P else np.inf)
+    return thresholds
+
+
 def epsilon_lower_bound(scores, labels, delta: float, *, level: float = 0.95,
                         fprs=(1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3)) -> dict:
     """The ε that an attack's ROC proves, with confidence ``level``: the largest ε that no (ε, δ)-DP
@@ -195,12 +208,7 @@ def epsilon_lower_bound(scores, labels, delta: float, *, level: float = 0.95,
     s, lab = _check(scores, labels)
     pos, neg = np.sort(s[lab])[::-1], np.sort(s[~lab])[::-1]
     P, N = len(pos), len(neg)
-    thresholds = []
-    for f in fprs:  # "member when score ≥ t": t from the negatives (FPR) and from the positives (FNR)
-        k = int(np.floor(f * N))
-        thresholds.append(neg[k] + 1e-12 * max(1.0, abs(neg[k])) if k < N else -np.inf)
-        k = int(np.floor(f * P))
-        thresholds.append(pos[P - 1 - k] if k < P else np.inf)
+    thresholds = _thresholds(pos, neg, fprs)  # "member when score ≥ t"
     alpha = (1 - level) / (2 * len(thresholds))  # two bounds per threshold, Bonferroni
     rows = []
     for t in thresholds:
@@ -234,6 +242,33 @@ def noise_init(num_classes: int, ipc: int, shape: Sequence[int], *, generator: t
                device=None) -> torch.Tensor:
     """Standard normal images [num_classes·ipc, *shape], sorted by class: the data-independent start."""
     return torch.randn((num_classes * ipc, *shape), generator=generator, device=device)
+
+
+def poisson_sample(n: int, rate: float, *, generator: torch.Generator, device=None) -> torch.Tensor:
+    """Poisson sampling: the positions of the examples, of ``n``, that each come in independently with
+    probability ``rate`` (drawn on the host, from ``generator``, then copied to ``device``)."""
+    idx = (torch.rand(n, generator=generator) < rate).nonzero().flatten()  # on the host: no sync
+    if gpu_paths(device):  # an asynchronous copy from pinned memory (pinning needs CUDA; forced on a CPU: none)
+        idx = (idx.pin_memory() if torch.cuda.is_available() else idx).to(device, non_blocking=True)
+    return idx
+
+
+def dp_dm_step(net: torch.nn.Module, xr: torch.Tensor, yr: torch.Tensor, xs: torch.Tensor,
+               opt: torch.optim.Optimizer, *, num_classes: int, ipc: int, clip: float, noise_multiplier: float,
+               denom: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One DP-DM iteration after its draws: release the noisy clipped class sums of the sampled real
+    examples ``xr``/``yr`` (the Gaussian mechanism, the only read of private data), divide them by the
+    public ``denom`` = q·n_c [num_classes, 1], and take one step of ``opt`` that moves the mean clipped
+    embedding of each class's ``ipc`` synthetic images ``xs`` (sorted by class) towards them. Returns the loss."""
+    with torch.no_grad():  # the mechanism
+        target = noisy_class_sums(net.embed(xr), yr, num_classes, clip=clip, noise_multiplier=noise_multiplier,
+                                  generator=generator) / denom  # post-processing from here on
+    mean_syn = clip_rows(net.embed(xs), clip).view(num_classes, ipc, -1).mean(1)
+    loss = ((mean_syn - target) ** 2).sum()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()
 
 
 def dp_distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: int, num_classes: int,
@@ -304,24 +339,17 @@ def dp_distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc:
     net_seeds = _net_seeds(cpu_gen, iterations)
     losses = torch.zeros(iterations, device=device)
     started = time.time()
+    # the iterations: a public network, a secret Poisson sample, one mechanism and one step each
     for it in progress(range(iterations), desc=desc, unit="it"):
         net = make_net(arch, seed=net_seeds[it], **net_kw).to(device).requires_grad_(False)
-        idx = (torch.rand(n, generator=sample_gen) < sample_rate).nonzero().flatten()  # on the host: no sync
-        if gpu_paths(device):  # an asynchronous copy from pinned memory (pinning needs CUDA; forced on a CPU: none)
-            idx = (idx.pin_memory() if torch.cuda.is_available() else idx).to(device, non_blocking=True)
+        idx = poisson_sample(n, sample_rate, generator=sample_gen, device=device)
         xr, yr, xs = real_x[idx], real_y[idx], syn
-        if augment:
+        if augment:  # one siamese draw per class, from the public generator
             t = sample_transforms(num_classes, augment, shape[-2:], generator=gen, device=device, share=num_classes)
             xr, xs = apply_transforms(xr, t, yr), apply_transforms(xs, t, syn_y)
-        with torch.no_grad():
-            target = noisy_class_sums(net.embed(xr), yr, num_classes, clip=clip, noise_multiplier=sigma,
-                                      generator=noise_gen) / denom
-        mean_syn = clip_rows(net.embed(xs), clip).view(num_classes, ipc, -1).mean(1)
-        loss = ((mean_syn - target) ** 2).sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses[it] = loss.detach()
+        losses[it] = dp_dm_step(net, xr, yr, xs, opt, num_classes=num_classes, ipc=ipc, clip=clip,
+                                noise_multiplier=sigma, denom=denom, generator=noise_gen)
+    # the release: the images, and what produced them
     config = dict(method="dp-dm", ipc=ipc, init="noise", iterations=iterations, lr_img=lr_img, momentum=momentum,
                   augment=augment, arch=arch, width=width, depth=depth, seed=seed,
                   noise_multiplier=sigma, sample_rate=sample_rate, clip=clip, class_size=sizes.tolist(),
@@ -343,6 +371,49 @@ class DPSGDResult:
     steps: int
     accuracy: torch.Tensor | None = None  # [models] on the test set, when one was given
     config: dict | None = None
+
+
+@contextlib.contextmanager
+def _opacus_quiet():
+    """Silence what Opacus says about choices made on purpose: secure_mode is off (runs are reproducible
+    by seed), and the inputs of the per-example-gradient hooks need no gradient."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        yield
+
+
+def dpsgd_train_one(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, noise_multiplier: float,
+                    sample_rate: float, epochs: int, clip: float, expected_batch: float, lr: float, momentum: float,
+                    accountant: str, secret_seed: int, on_epoch: Callable[[], object] | None = None):
+    """Train ``net`` on ``x``/``y`` with DP-SGD, on the device of ``x``: ⌊1/q⌋ Poisson-sampled batches an epoch
+    (q = ``sample_rate``); each step clips every example's gradient to norm ``clip``, sums them, adds
+    N(0, σ²·clip²) and divides by the public ``expected_batch``. Returns the plain trained module and the
+    accountant's history (σ, q, steps)."""
+    from opacus import GradSampleModule
+    from opacus.accountants import create_accountant
+    from opacus.data_loader import DPDataLoader
+    from opacus.optimizers import DPOptimizer
+    loader = DPDataLoader(torch.utils.data.TensorDataset(x, y), sample_rate=sample_rate,
+                          generator=torch.Generator().manual_seed(_subseed(secret_seed, 0)))  # the secret samples
+    accountant_ = create_accountant(mechanism=accountant)
+    with _opacus_quiet():
+        model = GradSampleModule(net, loss_reduction="sum")  # per-example gradients of the summed loss
+        noise_gen = torch.Generator(device=x.device).manual_seed(_subseed(secret_seed, 1))  # the secret noise
+        opt = DPOptimizer(torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum), generator=noise_gen,
+                          noise_multiplier=noise_multiplier, max_grad_norm=clip,
+                          expected_batch_size=expected_batch, loss_reduction="mean")
+        opt.attach_step_hook(accountant_.get_optimizer_hook_fn(sample_rate=sample_rate))
+        model.train()
+        for _ in range(epochs):
+            for xb, yb in loader:
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(model(xb), yb, reduction="sum").backward()
+                opt.step()  # clip each example's gradient, sum, add the noise, divide by expected_batch, step
+            if on_epoch is not None:
+                on_epoch()
+    (hist,) = accountant_.history  # [(σ, q, steps)]: one kind of step, merged by Opacus
+    return model.to_standard_module().eval(), hist  # the plain network, hooks and grad samples removed
 
 
 def dpsgd_train_models(factory: Callable[[int], torch.nn.Module], x: torch.Tensor, y: torch.Tensor, *,
@@ -368,10 +439,6 @@ def dpsgd_train_models(factory: Callable[[int], torch.nn.Module], x: torch.Tenso
     release). Plain SGD with momentum; no augmentation. Opacus provides the per-example gradients
     (``GradSampleModule``), the clipping and noise (``DPOptimizer``) and the Poisson loader.
     """
-    from opacus import GradSampleModule
-    from opacus.accountants import create_accountant
-    from opacus.data_loader import DPDataLoader
-    from opacus.optimizers import DPOptimizer
     from opacus.validators import ModuleValidator
     from .train import Ensemble, accuracy
 
@@ -409,30 +476,14 @@ def dpsgd_train_models(factory: Callable[[int], torch.nn.Module], x: torch.Tenso
     for i, seed in enumerate(seeds):
         secret = _subseed(seed, 2) if secret_seeds is None else int(secret_seeds[i])
         keep = slice(None) if members is None else members[i].to(x.device)
-        data = torch.utils.data.TensorDataset(x[keep].to(device), y[keep].to(device))
-        loader = DPDataLoader(data, sample_rate=sample_rate, generator=torch.Generator().manual_seed(_subseed(secret, 0)))
-        net = factory(int(seed)).to(device)
-        acc_ = create_accountant(mechanism=accountant)
-        with warnings.catch_warnings():  # secure_mode is off: runs are reproducible by seed
-            warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")
-            warnings.filterwarnings("ignore", message="Full backward hook is firing")  # inputs need no grad
-            model = GradSampleModule(net, loss_reduction="sum")  # per-example gradients of the summed loss
-            opt = DPOptimizer(torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum), noise_multiplier=sigma,
-                              max_grad_norm=clip, expected_batch_size=expected_batch, loss_reduction="mean",
-                              generator=torch.Generator(device=device).manual_seed(_subseed(secret, 1)))
-            opt.attach_step_hook(acc_.get_optimizer_hook_fn(sample_rate=sample_rate))
-            model.train()
-            for _ in range(epochs):
-                for xb, yb in loader:
-                    opt.zero_grad(set_to_none=True)
-                    F.cross_entropy(model(xb), yb, reduction="sum").backward()  # the optimizer normalises
-                    opt.step()
-                bar.update(1)
-            (hist,) = acc_.history  # [(σ, q, steps)]: one kind of step, merged by Opacus
-            if hist != (sigma, sample_rate, steps):
-                raise RuntimeError(f"Opacus recorded {hist}, expected {(sigma, sample_rate, steps)}")
-            eps.append(epsilon(*hist, delta, accountant))  # = the accountant's ε, cached
-        nets.append(model.to_standard_module().eval())  # the plain ConvNet, hooks and grad samples removed
+        net, hist = dpsgd_train_one(factory(int(seed)).to(device), x[keep].to(device), y[keep].to(device),
+                                    noise_multiplier=sigma, sample_rate=sample_rate, epochs=epochs, clip=clip,
+                                    expected_batch=expected_batch, lr=lr, momentum=momentum, accountant=accountant,
+                                    secret_seed=secret, on_epoch=lambda: bar.update(1))
+        if hist != (sigma, sample_rate, steps):
+            raise RuntimeError(f"Opacus recorded {hist}, expected {(sigma, sample_rate, steps)}")
+        eps.append(epsilon(*hist, delta, accountant))  # = the accountant's ε, cached
+        nets.append(net)
     bar.close()
     ens = Ensemble.stack(nets)
     acc = accuracy(ens, test[0].to(device), test[1].to(device)).cpu() if test is not None else None
@@ -444,4 +495,5 @@ def dpsgd_train_models(factory: Callable[[int], torch.nn.Module], x: torch.Tenso
 
 __all__ = ["ACCOUNTANTS", "clip_rows", "class_sums", "noisy_class_sums", "epsilon", "calibrate_noise",
            "analytic_gaussian_epsilon", "tpr_bound", "epsilon_lower_bound",
-           "DPSyntheticSet", "noise_init", "dp_distribution_matching", "DPSGDResult", "dpsgd_train_models"]
+           "DPSyntheticSet", "noise_init", "poisson_sample", "dp_dm_step", "dp_distribution_matching", "DPSGDResult",
+           "dpsgd_train_one", "dpsgd_train_models"]

@@ -135,6 +135,59 @@ def _on_device(x, y, masks, runs, device):
     return device, x.to(device), y.to(device), masks.to(device), runs
 
 
+def _check_pipeline_args(name: str, x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor) -> None:
+    if name not in PIPELINES:
+        raise ValueError(f"pipeline {name!r}: allowed values are {', '.join(PIPELINES)}")
+    from . import checks
+    checks.images(x, "x")
+    checks.labels(y, "y", rows=x.shape[0])
+    if not isinstance(masks, torch.Tensor) or masks.dim() != 2 or masks.dtype != torch.bool or \
+            masks.shape[1] != x.shape[0]:
+        raise ValueError(f"masks: expected a bool tensor [K, {x.shape[0]}] (runs, pool), got "
+                         f"{getattr(masks, 'dtype', type(masks).__name__)} {tuple(getattr(masks, 'shape', ()))}")
+
+
+def _condense_runs(name: str, x: torch.Tensor, y: torch.Tensor, members: torch.Tensor, runs: list[int], cfg: MIA,
+                   seed: int, device, checkpoints=None, checkpoint_every: int | None = None):
+    """The synthetic set of each run, condensed from its IN half (run ``k`` with seed ``seed + k``):
+    (images, labels) per run, and the [runs, pool] mask of the pool examples that initialised them."""
+    ckpt = (lambda k: None) if checkpoints is None else (lambda k: Path(checkpoints) / f"{name}-run-{k}-condense.pt")
+    images, labels, init_mask = [], [], torch.zeros_like(members)
+    if cfg.shared_draws and name in ("dm", "dm-noise"):
+        shared = None if checkpoints is None else \
+            Path(checkpoints) / f"{name}-runs-{'-'.join(map(str, runs))}-condense.pt"
+        per_run = _condense_shared(name, x, y, members, cfg, seed, device, shared, checkpoint_every)
+    else:
+        per_run = (_condense_run(name, x, y, members[i], cfg, seed + k, device, ckpt(k), checkpoint_every)
+                   for i, k in enumerate(progress(runs, desc=f"condense {name}", unit="run")))
+    for i, (imgs, labs, init) in enumerate(per_run):
+        images.append(imgs.to(device))
+        labels.append(labs.to(device))
+        init_mask[i, init.to(device)] = True
+    return images, labels, init_mask
+
+
+def _train_on_own_sets(factory, images: list[torch.Tensor], labels: list[torch.Tensor], seeds: Sequence[int], *,
+                       device, aug_seed: int, config: TrainConfig, desc: str):
+    """Model ``i`` (seed ``seeds[i]``) trains on ``images[i]``/``labels[i]`` alone (sets of one size), all
+    models at once. Returns the ensemble and the number of images each model trained on."""
+    syn_x, syn_y = torch.cat(images).to(device), torch.cat(labels).to(device)
+    m = images[0].shape[0]
+    block = torch.arange(len(images) * m, device=device) // m  # model i trains on block i
+    own = block.unsqueeze(0) == torch.arange(len(images), device=device).unsqueeze(1)
+    ens = train_models(factory, syn_x, syn_y, seeds=seeds, members=own, device=device, aug_seed=aug_seed,
+                       config=config, desc=desc)
+    return ens, own.sum(1)
+
+
+def _score(ens, x: torch.Tensor, y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, query: str):
+    """What the attacks need of trained models: the logit-scaled confidence of every query of every pool
+    example [runs, pool, queries], the plain query's logits [runs, pool, classes], and test accuracy [runs]."""
+    logits = query_logits(ens, x, augment=query)  # [runs, pool, queries, classes]
+    scores = logit_scaled_confidence(logits, y.view(1, -1, 1))
+    return scores, logits[:, :, 0].float(), accuracy(ens, test_x, test_y)
+
+
 def run_pipeline(name: str, x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor, test_x: torch.Tensor,
                  test_y: torch.Tensor, *, cfg: MIA = MIA(), runs: Sequence[int] | None = None, seed: int = 0,
                  device=None, query: str = "flip", checkpoints=None,
@@ -146,59 +199,27 @@ def run_pipeline(name: str, x: torch.Tensor, y: torch.Tensor, masks: torch.Tenso
     ``checkpoints``: a folder for the condensation checkpoints of each run (``NAME-run-K-condense.pt``;
     a run killed half-way resumes from its last one, with the same result).
     """
-    if name not in PIPELINES:
-        raise ValueError(f"pipeline {name!r}: allowed values are {', '.join(PIPELINES)}")
-    from . import checks
-    checks.images(x, "x")
-    checks.labels(y, "y", rows=x.shape[0])
-    if not isinstance(masks, torch.Tensor) or masks.dim() != 2 or masks.dtype != torch.bool or \
-            masks.shape[1] != x.shape[0]:
-        raise ValueError(f"masks: expected a bool tensor [K, {x.shape[0]}] (runs, pool), got "
-                         f"{getattr(masks, 'dtype', type(masks).__name__)} {tuple(getattr(masks, 'shape', ()))}")
-    ckpt = (lambda k: None) if checkpoints is None else (lambda k: Path(checkpoints) / f"{name}-run-{k}-condense.pt")
+    _check_pipeline_args(name, x, y, masks)
     device, x, y, masks, runs = _on_device(x, y, masks, runs, device)
-    members = masks[runs]
-    started = time.time()
-    num_classes = int(y.max()) + 1
-    factory = net_factory("convnet", width=cfg.width, channels=x.shape[1], num_classes=num_classes, im_size=x.shape[-1])
-    augment = DEFAULT_STRATEGY if cfg.train_augment else None
-    seeds = [seed + k for k in runs]
-    init_mask = torch.zeros_like(members)
-    if name in ("real", "subset"):
+    members, started, seeds = masks[runs], time.time(), [seed + k for k in runs]
+    factory = net_factory("convnet", width=cfg.width, channels=x.shape[1], num_classes=int(y.max()) + 1,
+                          im_size=x.shape[-1])
+    train = TrainConfig(epochs=cfg.epochs if name == "real" else cfg.epochs_small, batch_size=cfg.batch_size,
+                        augment=DEFAULT_STRATEGY if cfg.train_augment else None)
+    if name in ("real", "subset"):  # the IN half itself, or ipc random IN images per class
         train_on = members if name == "real" else torch.cat(  # per run: a shard draws what the full run draws
             [_subset_mask(members[i:i + 1], y, cfg.ipc, seed + 7919 + k) for i, k in enumerate(runs)])
-        epochs = cfg.epochs if name == "real" else cfg.epochs_small
         ens = train_models(factory, x, y, seeds=seeds, members=train_on, device=device, aug_seed=seed,
-                           config=TrainConfig(epochs=epochs, augment=augment, batch_size=cfg.batch_size),
-                           desc=f"{name} models")
-        train_size = train_on.sum(1)
-        if name == "subset":  # the few real images it trained on, as DM records its initialisers
-            init_mask = train_on
-    else:
-        images, labels, blocks = [], [], []
-        if cfg.shared_draws and name in ("dm", "dm-noise"):
-            shared = None if checkpoints is None else \
-                Path(checkpoints) / f"{name}-runs-{'-'.join(map(str, runs))}-condense.pt"
-            per_run = _condense_shared(name, x, y, members, cfg, seed, device, shared, checkpoint_every)
-        else:
-            per_run = (_condense_run(name, x, y, members[i], cfg, seed + k, device, ckpt(k), checkpoint_every)
-                       for i, k in enumerate(progress(runs, desc=f"condense {name}", unit="run")))
-        for i, (imgs, labs, init) in enumerate(per_run):
-            images.append(imgs.to(device))
-            labels.append(labs.to(device))
-            init_mask[i, init.to(device)] = True
-        syn_x, syn_y = torch.cat(images), torch.cat(labels)
-        m = images[0].shape[0]
-        block = torch.arange(len(runs) * m, device=device) // m  # model i trains on block i
-        own = block.unsqueeze(0) == torch.arange(len(runs), device=device).unsqueeze(1)
-        ens = train_models(factory, syn_x, syn_y, seeds=seeds, members=own, device=device, aug_seed=seed,
-                           config=TrainConfig(epochs=cfg.epochs_small, augment=augment, batch_size=cfg.batch_size),
-                           desc=f"{name} models")
-        train_size = own.sum(1)
-    logits = query_logits(ens, x, augment=query)  # [runs, pool, queries, classes]
-    scores = logit_scaled_confidence(logits, y.view(1, -1, 1))
-    acc = accuracy(ens, test_x, test_y)
-    return PipelineRuns(name, runs, scores.cpu(), logits[:, :, 0].float().cpu(), acc.cpu(), init_mask.cpu(),
+                           config=train, desc=f"{name} models")
+        # the few real images "subset" trained on, as DM records its initialisers
+        train_size, init_mask = train_on.sum(1), train_on if name == "subset" else torch.zeros_like(members)
+    else:  # condense each run's IN half, then train model i on synthetic set i
+        images, labels, init_mask = _condense_runs(name, x, y, members, runs, cfg, seed, device, checkpoints,
+                                                   checkpoint_every)
+        ens, train_size = _train_on_own_sets(factory, images, labels, seeds, device=device, aug_seed=seed,
+                                             config=train, desc=f"{name} models")
+    scores, logits, acc = _score(ens, x, y, test_x, test_y, query)
+    return PipelineRuns(name, runs, scores.cpu(), logits.cpu(), acc.cpu(), init_mask.cpu(),
                         train_size.cpu(), time.time() - started, asdict(cfg))
 
 
@@ -373,6 +394,13 @@ def group_summary(result, group: torch.Tensor | None = None, *, bootstrap: int =
 DP_PIPELINES = ("dp-dm", "dp-sgd")
 
 
+def _secret_seeds(seed: int, runs: Sequence[int]) -> list[int]:
+    """The seeds of the mechanisms' coins (Poisson samples, noise) of each run, from a stream apart from the
+    public network seeds."""
+    return [int(np.random.SeedSequence([int(seed), int(k), 0x5EC2E7]).generate_state(1, np.uint64)[0] >> 1)
+            for k in runs]
+
+
 def run_dp_pipeline(name: str, x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor, test_x: torch.Tensor,
                     test_y: torch.Tensor, *, cfg: DP = DP(), epsilon: float | None = None,
                     runs: Sequence[int] | None = None, seed: int = 0, class_size: float | None = None,
@@ -401,16 +429,13 @@ def run_dp_pipeline(name: str, x: torch.Tensor, y: torch.Tensor, masks: torch.Te
     if not epsilon > 0:
         raise ValueError(f"epsilon={epsilon}: must be > 0 (math.inf: the pipeline without noise)")
     device, x, y, masks, runs = _on_device(x, y, masks, runs, device)
-    members = masks[runs]
-    started = time.time()
+    members, started, seeds = masks[runs], time.time(), [seed + k for k in runs]
     num_classes = int(y.max()) + 1
     class_size = x.shape[0] / (2 * num_classes) if class_size is None else class_size
     factory = net_factory("convnet", width=cfg.width, channels=x.shape[1], num_classes=num_classes, im_size=x.shape[-1])
-    seeds = [seed + k for k in runs]
-    # the mechanisms' coins (Poisson samples, noise) from a stream apart from the public network seeds
-    secret_seeds = [int(np.random.SeedSequence([int(seed), int(k), 0x5EC2E7]).generate_state(1, np.uint64)[0] >> 1)
-                    for k in runs]
-    if name == "dp-dm":
+    secret_seeds = _secret_seeds(seed, runs)
+    # the private training of run k, from its IN half
+    if name == "dp-dm":  # release a synthetic set with DP, then train on it without noise (post-processing)
         sets = [dp_distribution_matching(x[members[i]], y[members[i]], ipc=cfg.ipc, num_classes=num_classes,
                                          class_size=class_size, target_epsilon=epsilon, delta=cfg.delta,
                                          sample_rate=cfg.sample_rate, iterations=cfg.iterations, clip=cfg.clip,
@@ -418,27 +443,21 @@ def run_dp_pipeline(name: str, x: torch.Tensor, y: torch.Tensor, masks: torch.Te
                                          accountant=cfg.accountant, seed=s, secret_seed=secret_seeds[i],
                                          device=device, desc=f"dp-dm run {s}")
                 for i, s in enumerate(progress(seeds, desc="condense dp-dm", unit="run"))]
-        syn_x = torch.cat([s.images for s in sets]).to(device)
-        syn_y = torch.cat([s.labels for s in sets]).to(device)
-        m = sets[0].images.shape[0]
-        block = torch.arange(len(runs) * m, device=device) // m  # model i trains on block i
-        own = block.unsqueeze(0) == torch.arange(len(runs), device=device).unsqueeze(1)
-        ens = train_models(factory, syn_x, syn_y, seeds=seeds, members=own, device=device, aug_seed=seed,
-                           config=TrainConfig(epochs=cfg.eval_epochs, augment=DEFAULT_STRATEGY), desc="dp-dm models")
-        train_size, spent, sigma = own.sum(1), max(s.epsilon for s in sets), sets[0].config["noise_multiplier"]
-    else:
+        ens, train_size = _train_on_own_sets(factory, [s.images for s in sets], [s.labels for s in sets], seeds,
+                                             device=device, aug_seed=seed, desc="dp-dm models",
+                                             config=TrainConfig(epochs=cfg.eval_epochs, augment=DEFAULT_STRATEGY))
+        spent, sigma = max(s.epsilon for s in sets), sets[0].config["noise_multiplier"]
+    else:  # train with DP-SGD on the IN half
         res = dpsgd_train_models(factory, x, y, seeds=seeds, members=members, dataset_size=class_size * num_classes,
                                  secret_seeds=secret_seeds, target_epsilon=epsilon,
                                  delta=cfg.delta, epochs=cfg.dpsgd_epochs, sample_rate=cfg.dpsgd_sample_rate,
                                  clip=cfg.clip, lr=cfg.dpsgd_lr, accountant=cfg.accountant, device=device,
                                  desc="dp-sgd models")
         ens, train_size, spent, sigma = res.models, members.sum(1), res.epsilon, res.noise_multiplier
-    logits = query_logits(ens, x, augment=query)  # [runs, pool, queries, classes]
-    scores = logit_scaled_confidence(logits, y.view(1, -1, 1))
-    acc = accuracy(ens, test_x, test_y)
+    scores, logits, acc = _score(ens, x, y, test_x, test_y, query)  # as for every pipeline
     config = {**asdict(cfg), "target_epsilon": epsilon, "epsilon": spent, "noise_multiplier": sigma,
               "class_size": class_size}
-    return PipelineRuns(name, runs, scores.cpu(), logits[:, :, 0].float().cpu(), acc.cpu(),
+    return PipelineRuns(name, runs, scores.cpu(), logits.cpu(), acc.cpu(),
                         torch.zeros_like(members).cpu(), train_size.cpu(), time.time() - started, config)
 
 

@@ -56,22 +56,9 @@ class Removal:
         return self.shift.pow(2).sum(-1).sqrt()
 
 
-def removal_shifts(x: torch.Tensor, n_grid: Sequence[int], m: int, removed: Sequence[int], *,
-                   init: Sequence[int] | None = None, substitute: int | None = None,
-                   iterations: int | Sequence[int] = 100, arch: str = "convnet", width: int = 128, depth: int = 3,
-                   lr_img: float = 1.0, momentum: float = 0.5, seed: int = 0,
-                   device=None) -> Removal:
-    """Condense T_n = ``x[:n]`` and every T_n ∖ {``x[r]``} with DM, for every n in ``n_grid``, in one
-    call that shares all random draws; return how far each synthetic image moved.
-
-    ``x`` [N, C, H, W]: the samples of *one* class, in a random order. ``init``: positions of the
-    ``m`` samples that initialise S (default: the first m). ``removed``: positions below
-    ``min(n_grid)``; those that are initialisers are replaced in their slot by ``substitute``
-    (default: the first position that is neither an initialiser nor removed). DM runs as the
-    reference does it (SGD with momentum on the images, a fresh random network per iteration) but
-    with full batches and without augmentation — see the module's docstring for why.
-    ``iterations``: a number, or several (the run goes to the largest and keeps a snapshot at each).
-    """
+def _removal_positions(x, n_grid, m, removed, init, substitute, iterations):
+    """:func:`removal_shifts`'s arguments checked and as tensors: (iteration counts, n_grid, removed, init,
+    [R, m] which removed sample initialised which slot, substitute)."""
     its = (int(iterations),) if np.ndim(iterations) == 0 else tuple(sorted(int(i) for i in iterations))
     if its[0] < 0:
         raise ValueError(f"iterations={iterations}: must be ≥ 0")
@@ -91,7 +78,29 @@ def removal_shifts(x: torch.Tensor, n_grid: Sequence[int], m: int, removed: Sequ
         substitute = next(i for i in range(n_min) if i not in used)
     elif substitute in used or not 0 <= substitute < n_min:
         raise ValueError(f"substitute={substitute}: must be below {n_min}, not an initialiser and not removed")
-    R, G = len(removed), len(n_grid)
+    return its, n_grid, removed, init_t, hit, substitute
+
+
+def removal_shifts(x: torch.Tensor, n_grid: Sequence[int], m: int, removed: Sequence[int], *,
+                   init: Sequence[int] | None = None, substitute: int | None = None,
+                   iterations: int | Sequence[int] = 100, arch: str = "convnet", width: int = 128, depth: int = 3,
+                   lr_img: float = 1.0, momentum: float = 0.5, seed: int = 0,
+                   device=None) -> Removal:
+    """Condense T_n = ``x[:n]`` and every T_n ∖ {``x[r]``} with DM, for every n in ``n_grid``, in one
+    call that shares all random draws; return how far each synthetic image moved.
+
+    ``x`` [N, C, H, W]: the samples of *one* class, in a random order. ``init``: positions of the
+    ``m`` samples that initialise S (default: the first m). ``removed``: positions below
+    ``min(n_grid)``; those that are initialisers are replaced in their slot by ``substitute``
+    (default: the first position that is neither an initialiser nor removed). DM runs as the
+    reference does it (SGD with momentum on the images, a fresh random network per iteration) but
+    with full batches and without augmentation — see the module's docstring for why.
+    ``iterations``: a number, or several (the run goes to the largest and keeps a snapshot at each).
+    """
+    its, n_grid, removed, init_t, hit, substitute = _removal_positions(x, n_grid, m, removed, init, substitute,
+                                                                       iterations)
+    # the measurement: one DM call, the same random draws for every run
+    R, G, n_max = len(removed), len(n_grid), max(n_grid)
     runs = 2 + R  # per n: T_n, T_n again (control), then each T_n ∖ {x_r}
     members = torch.zeros(G, runs, n_max, dtype=torch.bool)
     for g, n in enumerate(n_grid):

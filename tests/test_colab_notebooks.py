@@ -6,6 +6,7 @@ import sys
 import sysconfig
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import jupytext
 import nbformat
@@ -106,6 +107,12 @@ def test_converter_handles_each_myst_form(tmp_path):
         ```{literalinclude} ../m.py
         :pyobject: f
         ```
+
+        ```{literalinclude} ../m.py
+        :pyobject: f
+        :start-at: return
+        :dedent: 4
+        ```
         """))
     monkey_root, N.ROOT = N.ROOT, tmp_path
     try:
@@ -117,9 +124,58 @@ def test_converter_handles_each_myst_form(tmp_path):
     for expected in ["Ab et al. (2020)", "(Ab et al., 2020)", "`v`", "printed as `name = value` by the code above",
                      "Theorem (Big)", "> **Theorem (Big).**\n>\n> - one", "> ```python", "**Exercise 1.** Do it.",
                      "<details>\n<summary>Solution to exercise 1</summary>\n\nDone.", "> **Note well**\n>\n> Body.",
-                     "@staticmethod\ndef f(x):\n    return x", "#L4-L6", "## References"]:
+                     "@staticmethod\ndef f(x):\n    return x", "#L4-L6", "## References",
+                     "from `f` in [`m.py`]", "#L6-L6) (release", "```python\nreturn x\n```"]:
         assert expected in text, expected
     assert "(sec-a)=" not in text
+
+
+EXCERPT_CASES = [
+    {"pyobject": "g"},
+    {"pyobject": "g", "start-at": "the core", "dedent": "4"},
+    {"pyobject": "g", "start-after": "the core", "end-before": "the end", "dedent": ""},
+    {"pyobject": "g", "start-at": "the core", "end-at": "return", "dedent": "4"},
+    {"pyobject": "g", "lines": "1,3-4"},
+    {"pyobject": "g", "start-after": "the core", "lines": "2-"},
+    {"start-at": "def g", "end-before": "the end"},
+    {"lines": "5-7"},
+]
+
+
+@pytest.mark.parametrize("options", EXCERPT_CASES, ids=lambda o: ",".join(o))
+def test_excerpts_show_what_sphinx_shows(tmp_path, options):
+    """Chapters show the lines that carry an idea (``:start-at:`` … ``:dedent:`` within a ``:pyobject:``); the
+    generated notebooks must show those very lines, and link to them."""
+    code = pytest.importorskip("sphinx.directives.code")
+    src = tmp_path / "m.py"
+    src.write_text("X = 1\n\n\ndef g(a):\n    \"\"\"Doc.\"\"\"\n    b = a + 1\n    # the core: one line\n"
+                   "    c = b * 2\n    if c:\n        c -= 1\n    # the end\n    return c\n\n\nY = 2\n")
+    sphinx_options = {k: (int(v) if v else None) if k == "dedent" else v for k, v in options.items()}
+    shown, _ = code.LiteralIncludeReader(str(src), sphinx_options, SimpleNamespace(source_encoding="utf-8")).read()
+    numbered = N.excerpt(src, options)
+    assert "\n".join(line for _, line in numbered) + "\n" == shown
+    lines = src.read_text().splitlines()
+    assert all(lines[i - 1].endswith(line) for i, line in numbered)  # the numbers are the file's
+
+
+def test_excerpt_errors_name_the_option(tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text("def g():\n    return 1\n")
+    with pytest.raises(ValueError, match="start-at"):
+        N.excerpt(src, {"pyobject": "g", "start-at": "nowhere"})
+    with pytest.raises(ValueError, match="dedent"):
+        N.excerpt(src, {"pyobject": "g", "dedent": "4"})
+
+
+def test_links_to_the_source_follow_the_release():
+    p = N.project()
+    old = f"see [`f` in `m.py`]({p.repository}/blob/v0.0.1/dcprivacy/m.py) and <{p.repository}/blob/abc/README.md>"
+    new = N.source_links(old, p)
+    assert new == old.replace("/v0.0.1/", f"/{p.release}/").replace("/abc/", f"/{p.release}/")
+    assert N.source_links("https://github.com/other/repo/blob/v0.0.1/x.py", p).endswith("/v0.0.1/x.py")
+    for md in CHAPTERS:  # every chapter's links into the repository point at the release
+        text = md.read_text()
+        assert N.source_links(text, p) == text, f"{md.name}: run `python tools/notebooks.py`"
 
 
 @pytest.mark.slow

@@ -6,7 +6,8 @@ notebooks install and Colab opens. Everything else that names them is written fr
 - ``_config.yml``: the repository URL and branch, and the ref the Colab buttons open;
 - ``.github/workflows/pages.yml``: the branch the site is published from;
 - ``README.md``: the block between ``<!-- colab:start -->`` and ``<!-- colab:end -->``;
-- every chapter's first code cell (the install cell) and second (the runtime note, dcprivacy.runtime);
+- every chapter's first code cell (the install cell) and second (the runtime note, dcprivacy.runtime), and
+  its links to the source at the release (the line under an excerpt that links to the whole function);
 - ``notebooks/NN-name.ipynb``: each chapter as a plain notebook, MyST turned into what Jupyter and Colab
   render: included code as listings, glued values as pointers to the cell that prints them, theorems,
   exercises and admonitions as markdown, solutions collapsed, citations as author–year text.
@@ -157,9 +158,18 @@ def note_cell(stem: str) -> str:
     return f'{NOTE_IMPORT}\nchapter_note("{stem}")'
 
 
+def source_links(text: str, p: Project) -> str:
+    """``text`` with every link into the repository's files (``REPOSITORY/blob/REF/PATH``) at ``p.release``."""
+    return re.sub(rf"{re.escape(p.repository)}/blob/[^/\s)>]+/", f"{p.repository}/blob/{p.release}/", text)
+
+
 def chapter_text(md: Path, p: Project) -> str:
-    """The chapter's MyST source with its install cell written from ``p`` and its runtime note after it."""
+    """The chapter's MyST source with its install cell written from ``p``, its runtime note after it, and its
+    links to the package's source (``REPOSITORY/blob/REF/…``, under excerpts) pointing at ``p.release``."""
     nb = jupytext.read(md)
+    for c in nb.cells:
+        if c.cell_type == "markdown":
+            c.source = source_links(c.source, p)
     code = [c for c in nb.cells if c.cell_type == "code"]
     if not code or not code[0].source.startswith(INSTALL_MARK):
         raise ValueError(f"{md.name}: the first code cell must be the install cell starting {INSTALL_MARK!r}")
@@ -363,19 +373,19 @@ class Converter:
     def listing(self, path: str, options: dict) -> str:
         src = (self.md.parent / path).resolve()
         rel = src.relative_to(ROOT).as_posix()
-        lines = src.read_text().splitlines()
-        unknown = set(options) - {"pyobject", "language", "lines"}
+        unknown = set(options) - {"pyobject", "language", *EXCERPT_OPTIONS}
         if unknown:
             raise ValueError(f"{self.md.name}: literalinclude options {sorted(unknown)} not supported here")
+        try:
+            numbered = excerpt(src, options)
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"{self.md.name}: literalinclude {path}: {e}") from None
+        first, last = numbered[0][0], numbered[-1][0]
+        what = ""
         if "pyobject" in options:
-            first, last = _pyobject(src, options["pyobject"])
-            what = f"`{options['pyobject']}` in "
-        elif "lines" in options:
-            first, last = (int(x) for x in options["lines"].split("-"))
-            what = ""
-        else:
-            first, last, what = 1, len(lines), ""
-        code = "\n".join(lines[first - 1:last])
+            part = set(options) & set(EXCERPT_OPTIONS)
+            what = f"{'from ' if part else ''}`{options['pyobject']}` in "
+        code = "\n".join(line for _, line in numbered)
         lang = options.get("language", "python" if rel.endswith(".py") else "")
         return (f"{what}[`{rel}`]({self.p.source(rel, (first, last))}) (release `{self.p.release}`):\n\n"
                 f"```{lang}\n{code}\n```")
@@ -438,6 +448,45 @@ def _pyobject(path: Path, name: str) -> tuple[int, int]:
         nodes = node.body
     first = min([node.lineno] + [d.lineno for d in node.decorator_list])
     return first, node.end_lineno
+
+
+EXCERPT_OPTIONS = ("start-at", "start-after", "end-at", "end-before", "lines", "dedent")
+
+
+def excerpt(path: Path, options: dict) -> list[tuple[int, str]]:
+    """The lines ``{literalinclude}`` shows of ``path``, with their line numbers in the file, by Sphinx's
+    rules: ``:pyobject:``, then ``:start-at:``/``:start-after:`` and ``:end-at:``/``:end-before:`` (the
+    first line containing the text, within what is left), then ``:lines:`` (counted in what is left, as
+    ``1-3,5,8-``), then ``:dedent:`` (that many columns, or the common indent when given no number)."""
+    numbered = list(enumerate(path.read_text().splitlines(), 1))
+    if "pyobject" in options:
+        first, last = _pyobject(path, options["pyobject"])
+        numbered = numbered[first - 1:last]
+    for at, after, start in (("start-at", "start-after", True), ("end-at", "end-before", False)):
+        key = at if at in options else after if after in options else None
+        if key is None:
+            continue
+        k = next((i for i, (_, line) in enumerate(numbered) if options[key] in line), None)
+        if k is None:
+            raise ValueError(f":{key}: {options[key]!r} not found")
+        numbered = numbered[k + (key == after):] if start else numbered[:k + (key == at)]
+    if "lines" in options:
+        keep = []
+        for part in str(options["lines"]).split(","):
+            a, dash, b = part.strip().partition("-")
+            lo, hi = int(a or 1), (int(b) if b else len(numbered)) if dash else int(a)
+            keep += range(lo - 1, min(hi, len(numbered)))
+        numbered = [numbered[i] for i in keep]
+    if "dedent" in options:
+        text = [line for _, line in numbered]
+        n = str(options["dedent"]).strip()
+        width = int(n) if n else min((len(t) - len(t.lstrip()) for t in text if t.strip()), default=0)
+        if any(t[:width].strip() for t in text):
+            raise ValueError(f":dedent: {width} would cut code, not only indentation")
+        numbered = [(i, t[width:]) for i, t in numbered]
+    if not numbered:
+        raise ValueError(f"the options {options} leave no lines")
+    return numbered
 
 
 def glue_cells(nb) -> dict[str, int]:
