@@ -285,27 +285,6 @@ def dm_loss(embed: Callable, real_x: torch.Tensor, real_w: torch.Tensor, syn_x: 
     return (((mean_real - mean_syn) ** 2) * present).sum()
 
 
-def dm_step(embed: Callable, real_x: torch.Tensor, pool: _ClassPool, syn: torch.Tensor,
-            opt: torch.optim.Optimizer, *, batch_real: int | None, augment: str | None, generator: torch.Generator,
-            members: torch.Tensor | None = None, real_chunk: int | None = None) -> torch.Tensor:
-    """One iteration of DM under the random network whose features ``embed`` returns (drawn afresh every
-    iteration by :func:`distribution_matching`): draw ``batch_real`` real images of every class, one siamese
-    augmentation per class, and take one step of ``opt`` on the synthetic images ``syn`` [R, C, m, ...]
-    down the gradient of :func:`dm_loss`. ``members`` [R, len(real_x)] (float): the real images each run
-    may use. Returns the loss (on the device: no host synchronisation)."""
-    idx, valid = pool.batch(batch_real, generator)  # [C, b]: a batch of real images per class
-    w = valid.float().unsqueeze(0)
-    if members is not None:
-        w = w * members[:, idx]
-    t = sample_transforms(syn.shape[1], augment, tuple(real_x.shape[-2:]), generator=generator,
-                          device=syn.device) if parse_strategy(augment) else None
-    loss = dm_loss(embed, real_x[idx], w, syn, transforms=t, real_chunk=real_chunk)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return loss
-
-
 def distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: int = 10,
                           init: str | torch.Tensor = "real", iterations: int = 20000, lr_img: float = 1.0,
                           momentum: float = 0.5, batch_real: int | None = 256,
@@ -379,6 +358,27 @@ def distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: in
     labels = torch.arange(num_classes).repeat_interleave(ipc)
     out = _finish(syn.flatten(1, 2), init_idx, indices, labels, "dm", config, losses, snaps, started, R)
     return out if members is not None else out[0]
+
+
+def dm_step(embed: Callable, real_x: torch.Tensor, pool: _ClassPool, syn: torch.Tensor,
+            opt: torch.optim.Optimizer, *, batch_real: int | None, augment: str | None, generator: torch.Generator,
+            members: torch.Tensor | None = None, real_chunk: int | None = None) -> torch.Tensor:
+    """One iteration of DM under the random network whose features ``embed`` returns (drawn afresh every
+    iteration by :func:`distribution_matching`): draw ``batch_real`` real images of every class, one siamese
+    augmentation per class, and take one step of ``opt`` on the synthetic images ``syn`` [R, C, m, ...]
+    down the gradient of :func:`dm_loss`. ``members`` [R, len(real_x)] (float): the real images each run
+    may use. Returns the loss (on the device: no host synchronisation)."""
+    idx, valid = pool.batch(batch_real, generator)  # [C, b]: a batch of real images per class
+    w = valid.float().unsqueeze(0)
+    if members is not None:
+        w = w * members[:, idx]
+    t = sample_transforms(syn.shape[1], augment, tuple(real_x.shape[-2:]), generator=generator,
+                          device=syn.device) if parse_strategy(augment) else None
+    loss = dm_loss(embed, real_x[idx], w, syn, transforms=t, real_chunk=real_chunk)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
 
 
 # --- gradient matching (DC, DSA) ---------------------------------------------------------------------
