@@ -346,16 +346,8 @@ def distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: in
     embed = torch.compile(net.embed) if compile else net.embed
     for it in progress(range(start_it, iterations), desc=desc, unit="it", initial=start_it, total=iterations):
         fresh_network(net, arch, seeds[it], **net_kw)
-        idx, valid = pool.batch(batch_real, gen)
-        w = valid.float().unsqueeze(0)
-        if w_members is not None:
-            w = w * w_members[:, idx]
-        t = sample_transforms(num_classes, augment, tuple(real_x.shape[-2:]), generator=gen, device=device) \
-            if parse_strategy(augment) else None
-        loss = dm_loss(embed, real_x[idx], w, syn, transforms=t, real_chunk=real_chunk)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss = dm_step(embed, real_x, pool, syn, opt, batch_real=batch_real, augment=augment, generator=gen,
+                       members=w_members, real_chunk=real_chunk)
         losses[it] = loss.detach() / R
         if it + 1 in snapshots:
             snaps[it + 1] = syn.detach().flatten(1, 2).clone()
@@ -366,6 +358,27 @@ def distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: in
     labels = torch.arange(num_classes).repeat_interleave(ipc)
     out = _finish(syn.flatten(1, 2), init_idx, indices, labels, "dm", config, losses, snaps, started, R)
     return out if members is not None else out[0]
+
+
+def dm_step(embed: Callable, real_x: torch.Tensor, pool: _ClassPool, syn: torch.Tensor,
+            opt: torch.optim.Optimizer, *, batch_real: int | None, augment: str | None, generator: torch.Generator,
+            members: torch.Tensor | None = None, real_chunk: int | None = None) -> torch.Tensor:
+    """One iteration of DM under the random network whose features ``embed`` returns (drawn afresh every
+    iteration by :func:`distribution_matching`): draw ``batch_real`` real images of every class, one siamese
+    augmentation per class, and take one step of ``opt`` on the synthetic images ``syn`` [R, C, m, ...]
+    down the gradient of :func:`dm_loss`. ``members`` [R, len(real_x)] (float): the real images each run
+    may use. Returns the loss (on the device: no host synchronisation)."""
+    idx, valid = pool.batch(batch_real, generator)  # [C, b]: a batch of real images per class
+    w = valid.float().unsqueeze(0)
+    if members is not None:
+        w = w * members[:, idx]
+    t = sample_transforms(syn.shape[1], augment, tuple(real_x.shape[-2:]), generator=generator,
+                          device=syn.device) if parse_strategy(augment) else None
+    loss = dm_loss(embed, real_x[idx], w, syn, transforms=t, real_chunk=real_chunk)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
 
 
 # --- gradient matching (DC, DSA) ---------------------------------------------------------------------
@@ -417,6 +430,58 @@ def class_gradients(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, w: t
     return {k: torch.stack([g[i] for g in per_class]) for i, k in enumerate(names)}
 
 
+def siamese_augment(real: torch.Tensor, syn: torch.Tensor, augment: str, generator: torch.Generator):
+    """DSA's siamese augmentation: one random transformation per class, applied to that class's real images
+    ``real`` [C, b, ...] and to its synthetic images ``syn`` [C, m, ...] alike."""
+    C, b, m = real.shape[0], real.shape[1], syn.shape[1]
+    t = sample_transforms(C, augment, tuple(real.shape[-2:]), generator=generator, device=syn.device)
+    cls = torch.arange(C, device=syn.device)
+    real = apply_transforms(real.flatten(0, 1), t, cls.repeat_interleave(b)).view_as(real)
+    syn = apply_transforms(syn.flatten(0, 1), t, cls.repeat_interleave(m)).view_as(syn)
+    return real, syn
+
+
+def match_step(net: torch.nn.Module, real_x: torch.Tensor, real_y: torch.Tensor, pool: _ClassPool,
+               syn: torch.Tensor, opt: torch.optim.Optimizer, *, batch_real: int | None, augment: str | None,
+               generator: torch.Generator, vectorize: bool | None = None) -> torch.Tensor:
+    """One matching step of gradient matching: the per-class gradients of ``net`` on a batch of real images
+    and on the synthetic images ``syn`` [C, m, ...] (the same siamese augmentation on both for DSA), their
+    :func:`gradient_distance`, and one step of ``opt`` on the synthetic images down its gradient. Returns the
+    distance (on the device)."""
+    C, m = syn.shape[:2]
+    idx, valid = pool.batch(batch_real, generator)  # [C, b]: a batch of real images per class
+    xr, xs = real_x[idx], syn
+    if parse_strategy(augment):
+        xr, xs = siamese_augment(xr, xs, augment, generator)
+    g_real = {k: v.detach() for k, v in class_gradients(net, xr, real_y[idx], valid.float(),
+                                                         vectorize=vectorize).items()}
+    y_syn = torch.arange(C, device=syn.device).repeat_interleave(m).view(C, m)
+    g_syn = class_gradients(net, xs, y_syn, vectorize=vectorize)  # differentiable w.r.t. the pixels
+    loss = gradient_distance(g_real, g_syn)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+
+def train_on_synthetic(net: torch.nn.Module, opt_net: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, *,
+                       epochs: int, batch_size: int, augment: str | None, generator: torch.Generator) -> None:
+    """Gradient matching's inner loop, as the reference's: train ``net`` ``epochs`` epochs on the (detached)
+    synthetic set ``x``, ``y`` in shuffled batches, with the DSA augmentation when ``augment`` is given."""
+    n, size, augmented = x.shape[0], tuple(x.shape[-2:]), bool(parse_strategy(augment))
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=generator, device=x.device)
+        for s in range(0, n, batch_size):
+            bi = perm[s:s + batch_size]
+            xb = x[bi]
+            if augmented:
+                xb = apply_transforms(xb, sample_transforms(len(bi), augment, size, generator=generator,
+                                                            device=x.device, share=len(bi)))
+            opt_net.zero_grad(set_to_none=True)
+            F.cross_entropy(net(xb), y[bi]).backward()
+            opt_net.step()
+
+
 def gradient_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: int = 10,
                       init: str | torch.Tensor | None = None, iterations: int = 1000, lr_img: float = 0.1,
                       momentum: float = 0.5, lr_net: float = 0.01, batch_real: int | None = 256,
@@ -459,8 +524,6 @@ def gradient_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: int = 
     syn = syn[0].view(num_classes, ipc, *real_x.shape[1:]).requires_grad_(True)
     opt = torch.optim.SGD([syn], lr=lr_img, momentum=momentum)
     labels = torch.arange(num_classes, device=device).repeat_interleave(ipc)
-    y_syn = labels.view(num_classes, ipc)
-    size = tuple(real_x.shape[-2:])
     net_kw = dict(channels=real_x.shape[1], num_classes=num_classes, im_size=real_x.shape[-1], width=width)
     if arch in ("convnet", "mlp"):  # both take a depth (the linear extractor has none)
         net_kw["depth"] = depth
@@ -474,37 +537,13 @@ def gradient_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: int = 
         net = make_net(arch, seed=seeds[it], **net_kw).to(device)
         opt_net = torch.optim.SGD(net.parameters(), lr=lr_net)
         for ol in range(outer):
-            idx, valid = pool.batch(batch_real, gen)
-            xr, xs = real_x[idx], syn
-            if groups:  # siamese: one transformation per class, for its real and its synthetic images
-                t = sample_transforms(num_classes, augment, size, generator=gen, device=device)
-                cls = torch.arange(num_classes, device=device)
-                xr = apply_transforms(xr.flatten(0, 1), t, cls.repeat_interleave(idx.shape[1])).view_as(xr)
-                xs = apply_transforms(xs.flatten(0, 1), t, cls.repeat_interleave(ipc)).view_as(xs)
-            g_real = {k: v.detach() for k, v in class_gradients(net, xr, real_y[idx], valid.float(),
-                                                                 vectorize=vectorize).items()}
-            g_syn = class_gradients(net, xs, y_syn, vectorize=vectorize)
-            loss = gradient_distance(g_real, g_syn)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss = match_step(net, real_x, real_y, pool, syn, opt, batch_real=batch_real, augment=augment,
+                              generator=gen, vectorize=vectorize)
             losses[it] = losses[it] + loss.detach() / outer
             if ol == outer - 1:
                 break
-            # train the network on the current synthetic set (detached), as the reference does
-            xs_train = syn.detach().flatten(0, 1)
-            n = xs_train.shape[0]
-            for _ in range(inner):
-                perm = torch.randperm(n, generator=gen, device=device)
-                for s in range(0, n, batch_train):
-                    bi = perm[s:s + batch_train]
-                    xb = xs_train[bi]
-                    if groups:
-                        xb = apply_transforms(xb, sample_transforms(len(bi), augment, size, generator=gen,
-                                                                    device=device, share=len(bi)))
-                    opt_net.zero_grad(set_to_none=True)
-                    F.cross_entropy(net(xb), labels[bi]).backward()
-                    opt_net.step()
+            train_on_synthetic(net, opt_net, syn.detach().flatten(0, 1), labels, epochs=inner,
+                               batch_size=batch_train, augment=augment, generator=gen)
         if it + 1 in snapshots:
             snaps[it + 1] = syn.detach().flatten(0, 1).clone()[None]
         if _checkpoint_due(checkpoint, checkpoint_every, it + 1, iterations):

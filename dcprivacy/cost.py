@@ -54,10 +54,11 @@ DEVICES = ("cpu", "t4", "h200")
 BUDGET_MINUTES = {
     ("quick", "cpu"): {"01-tour": 1.5, "02-condensation": 3.0, "03-linear-bound": 0.5, "04-membership-inference": 3.5,
                        "05-no-free-lunch": 4.0, "06-nonlinear": 1.0, "07-visual-privacy": 1.0,
-                       "08-dp-condensation": 6.0},  # 5 and 8 standing alone: chapter 4's experiment included
+                       "08-dp-condensation": 6.0,  # 5 and 8 standing alone: chapter 4's experiment included
+                       "appendix-fast": 0.5},
     ("standard", "t4"): {stem: 20.0 for stem in ("01-tour", "02-condensation", "03-linear-bound",
                                                  "04-membership-inference", "05-no-free-lunch", "06-nonlinear",
-                                                 "07-visual-privacy", "08-dp-condensation")},
+                                                 "07-visual-privacy", "08-dp-condensation", "appendix-fast")},
 }
 BOOK_BUDGET_MINUTES = {("quick", "cpu"): 12.0}  # the whole book executed in order (chapter 4's experiment once)
 
@@ -280,10 +281,19 @@ def mia_experiment(cfg, *, gpu_paths: bool = False) -> Work:
 
 def ch01_tour(p: Profile, dev: Device) -> Work:
     t, g = p.tour, dev.gpu_paths
-    check = 2 * train(50, 3, 3, width=8, batch_size=16, gpu_paths=False)  # stacked vs alone, tiny
-    main = total(evaluate(NUM_CLASSES * k, t.epochs, t.models, width=t.width, gpu_paths=g).named(f"{k}/class")
+    return total(evaluate(NUM_CLASSES * k, t.epochs, t.models, width=t.width, gpu_paths=g).named(f"{k}/class")
                  for k in t.per_class)
-    return check.named("stacked check") + main
+
+
+def appendix_fast(p: Profile, dev: Device) -> Work:
+    """The appendix "How the code is fast": the same in every profile. It reads the recorded benchmarks
+    (results/bench/*.json, no work), trains 3 tiny models stacked and alone, and probes this machine's
+    convolution speed once (:func:`dcprivacy.bench.conv_throughput` at width 128, batch 64, 16×16 maps:
+    4 calls of a 4.8-GFLOP convolution in each layout and 4 of a 17-GFLOP GEMM — priced as convolution
+    FLOPs, as the probe runs near the machine's peak, not at the narrow networks' fitted efficiency)."""
+    check = 2 * train(50, 3, 3, width=8, batch_size=16, gpu_paths=False)  # stacked vs alone, tiny
+    probe = Work(conv=2 * 4 * 2 * 64 * 128 * 128 * 9 * 16 * 16 + 4 * 2 * 2048 ** 3, steps=16)
+    return check.named("stacked check") + probe.named("conv throughput probe")
 
 
 def ch02_condensation(p: Profile, dev: Device) -> Work:
@@ -450,6 +460,7 @@ CHAPTERS = {
     "06-nonlinear": ch06_nonlinear,
     "07-visual-privacy": ch07_visual_privacy,
     "08-dp-condensation": ch08_dp_condensation,
+    "appendix-fast": appendix_fast,  # the appendices, after the numbered chapters
 }
 
 # What a chapter re-creates from an earlier chapter when it runs alone with an empty cache; in a whole-book

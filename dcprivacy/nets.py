@@ -27,6 +27,18 @@ def _norm(kind: str, channels: int, size: int) -> nn.Module:
     raise ValueError(f"norm={kind!r}: allowed values are {', '.join(NORMS)}")
 
 
+def _convnet_map_size(norm: str, width: int, depth: int, im_size: int) -> int:
+    """The ConvNet's arguments, checked before anything is built; the side of its first feature maps."""
+    if norm not in NORMS:
+        raise ValueError(f"norm={norm!r}: allowed values are {', '.join(NORMS)}")
+    if depth < 1 or width < 1:
+        raise ValueError(f"depth={depth}, width={width}: both must be at least 1")
+    size = 32 if im_size == 28 else im_size  # 28×28 images are zero-padded to 32×32 by the first conv
+    if size % (2 ** depth):
+        raise ValueError(f"im_size={im_size} cannot be halved {depth} times (depth={depth})")
+    return size
+
+
 class ConvNet(nn.Module):
     """The ConvNet of Zhao et al. (DC), DSA and DM.
 
@@ -40,13 +52,7 @@ class ConvNet(nn.Module):
     def __init__(self, channels: int = 1, num_classes: int = 10, width: int = 128, depth: int = 3,
                  norm: str = "instancenorm", im_size: int = 28):
         super().__init__()
-        if norm not in NORMS:
-            raise ValueError(f"norm={norm!r}: allowed values are {', '.join(NORMS)}")
-        if depth < 1 or width < 1:
-            raise ValueError(f"depth={depth}, width={width}: both must be at least 1")
-        size = 32 if im_size == 28 else im_size
-        if size % (2 ** depth):
-            raise ValueError(f"im_size={im_size} cannot be halved {depth} times (depth={depth})")
+        size = _convnet_map_size(norm, width, depth, im_size)
         layers: list[nn.Module] = []
         in_ch = channels
         for d in range(depth):

@@ -18,6 +18,9 @@ import time
 from pathlib import Path
 
 BOOK = Path(__file__).resolve().parent.parent / "book"
+# The book's chapters, in its order: the numbered ones (book/NN-name.md), then the appendices
+# (book/appendix-name.md). tools/notebooks.py keeps the same patterns (it runs without the package).
+CHAPTER_PATTERNS = ("[0-9][0-9]-*.md", "appendix-*.md")
 
 _CELL = re.compile(r"^```\{code-cell\}[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
 
@@ -42,10 +45,15 @@ except ImportError:  # outside Jupyter, without IPython: show what a notebook wo
 '''
 
 
+def chapter_sources(book: Path = BOOK) -> list[Path]:
+    """Every chapter's MyST source, in the book's order: the numbered chapters, then the appendices."""
+    return [p for pattern in CHAPTER_PATTERNS for p in sorted(book.glob(pattern))]
+
+
 def chapter_path(stem: str) -> Path:
     path = BOOK / f"{stem}.md"
-    if not path.exists():
-        known = ", ".join(sorted(p.stem for p in BOOK.glob("[0-9][0-9]-*.md")))
+    if not path.exists() or path not in chapter_sources():
+        known = ", ".join(p.stem for p in chapter_sources())
         raise ValueError(f"chapter {stem!r}: no {path.name} in book/; allowed values are {known}")
     return path
 
@@ -112,4 +120,4 @@ def run_chapter(stem: str, *, profile: str, device_name: str | None = None, time
     return result
 
 
-__all__ = ["code_cells", "chapter_script", "run_chapter", "chapter_path"]
+__all__ = ["code_cells", "chapter_script", "run_chapter", "chapter_path", "chapter_sources", "CHAPTER_PATTERNS"]

@@ -163,6 +163,36 @@ def _nhwc(v: torch.Tensor) -> torch.Tensor:
     return v.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3) if v.dim() == 5 else v
 
 
+def shuffled_orders(owned: Sequence[torch.Tensor], generators: Sequence[torch.Generator], n_max: int) -> torch.Tensor:
+    """One epoch's batch order for every model: row ``i`` is model ``i``'s own training rows ``owned[i]``
+    in a random order drawn from its own generator, padded to ``n_max``. A model's order depends on its
+    seed and its set alone, never on the other models trained beside it."""
+    return torch.stack([F.pad(own[torch.randperm(len(own), generator=g, device=own.device)], (0, n_max - len(own)))
+                        for own, g in zip(owned, generators)])
+
+
+@torch.no_grad()
+def sgd_step(params: dict, grads: Sequence[torch.Tensor], moment: dict, *, lr: float, momentum: float,
+             weight_decay: float, active: torch.Tensor | None = None) -> None:
+    """One step of SGD with momentum and weight decay, as ``torch.optim.SGD`` takes it, on every model at once:
+
+        d = g + weight_decay · θ;   v ← momentum · v + d;   θ ← θ − lr · v
+
+    ``params`` and ``moment`` (the velocities v) hold one tensor per weight with a leading model
+    dimension, updated in place; ``grads`` lists the gradients in the order of ``params``. ``active``
+    [models] (optional, bool): the models that take this step; the others keep θ and v unchanged (a
+    model whose training set is used up before the others' skips the last steps of an epoch)."""
+    for (k, p), g in zip(params.items(), grads):
+        d = g + weight_decay * p
+        if active is None:
+            moment[k].mul_(momentum).add_(d)
+            p.sub_(lr * moment[k])
+        else:
+            a = active.view(-1, *[1] * (p.dim() - 1))
+            moment[k] = torch.where(a, moment[k] * momentum + d, moment[k])
+            p.copy_(torch.where(a, p - lr * moment[k], p))
+
+
 def _train_stacked(factory, x, y, seeds, members, config: TrainConfig, aug_seed: int, device, bar,
                    channels_last: bool | None = None, callback=None) -> Ensemble:
     """One vectorized training run of ``len(seeds)`` stacked models (see :func:`train_models`)."""
@@ -206,9 +236,7 @@ def _train_stacked(factory, x, y, seeds, members, config: TrainConfig, aug_seed:
 
     for epoch in range(config.epochs):
         lr = config.lr * (0.1 if epoch >= decay_epoch else 1.0)
-        # each model shuffles its own members: the order depends on its seed and its set alone
-        order = torch.stack([torch.nn.functional.pad(own[torch.randperm(len(own), generator=g, device=device)],
-                                                     (0, n_max - len(own))) for own, g in zip(owned, gens)])
+        order = shuffled_orders(owned, gens, n_max)
         for s in range(steps):
             slot = s * B + pos  # positions of this batch in each model's order
             idx = order.gather(1, slot.clamp_max(n_max - 1).expand(N, b))
@@ -221,16 +249,8 @@ def _train_stacked(factory, x, y, seeds, members, config: TrainConfig, aug_seed:
             loss = batched_loss(params, ens.buffers, xb, yb, w)
             grads = torch.autograd.grad(loss.sum(), list(params.values()))
             active = None if s * B < n_min else (s * B < sizes_t)  # known on the host: no sync
-            with torch.no_grad():
-                for (k, p), g in zip(params.items(), grads):
-                    d = g + config.weight_decay * p
-                    if active is None:
-                        moment[k].mul_(config.momentum).add_(d)
-                        p.sub_(lr * moment[k])
-                    else:
-                        a = active.view(-1, *[1] * (p.dim() - 1))
-                        moment[k] = torch.where(a, moment[k] * config.momentum + d, moment[k])
-                        p.copy_(torch.where(a, p - lr * moment[k], p))
+            sgd_step(params, grads, moment, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                     active=active)
         bar.update(1)
         if callback is not None:
             callback(epoch + 1)

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 
 pytestmark = pytest.mark.browser
+CHAPTER = r"book/(\d\d|appendix)-"  # the pages made from chapters (numbered, then appendices): a Colab button each
 
 
 def _pages():
@@ -126,7 +127,7 @@ def test_colab_button_opens_the_generated_notebook_at_the_release(site):
     import notebooks as N
     html, _ = site
     p = N.project()
-    chapters = [c for c in _pages() if re.match(r"book/\d\d-", c)]
+    chapters = [c for c in _pages() if re.match(CHAPTER, c)]
     for chapter in chapters:
         stem = chapter.split("/")[-1]
         links = re.findall(r'href="(https://colab\.research\.google\.com/[^"]+)"', (html / f"{chapter}.html").read_text())
@@ -159,7 +160,7 @@ def student_site():
 
 def test_instructors_edition_keeps_solutions_collapsed(site):
     html, _ = site
-    chapters = [p for p in _pages() if re.match(r"book/\d\d-", p)]
+    chapters = [p for p in _pages() if re.match(CHAPTER, p)]
     for chapter in chapters:
         text = (html / f"{chapter}.html").read_text()
         solutions = re.findall(r'<div class="solution[^"]*"', text)
@@ -168,7 +169,7 @@ def test_instructors_edition_keeps_solutions_collapsed(site):
 
 def test_students_edition_has_no_solutions(student_site, browser):
     html, base = student_site
-    chapters = [p for p in _pages() if re.match(r"book/\d\d-", p)]
+    chapters = [p for p in _pages() if re.match(CHAPTER, p)]
     for chapter in chapters:  # every page of the edition, as files
         text = (html / f"{chapter}.html").read_text()
         assert 'class="exercise' in text, f"{chapter}: the exercises are gone too"

@@ -25,6 +25,13 @@ def test_every_copy_of_the_repository_and_release_agrees_with_pyproject():
     assert not bad, f"out of date with [tool.dcprivacy] or the chapters: {bad}; run `python tools/notebooks.py`"
 
 
+def test_the_chapters_are_the_packages_chapters():
+    """This script (which runs without the package) and the package list the same chapters, appendices last."""
+    from dcprivacy import runner
+    assert N.CHAPTER_PATTERNS == runner.CHAPTER_PATTERNS and N.chapters() == runner.chapter_sources()
+    assert CHAPTERS[-1].stem.startswith("appendix-"), "the appendix is a chapter too, after the numbered ones"
+
+
 def test_the_install_pins_a_release_and_installs_nothing_colab_has():
     p = N.project()
     assert p.release not in {"main", "master", p.branch}
@@ -113,10 +120,13 @@ def test_converter_handles_each_myst_form(tmp_path):
         :start-at: return
         :dedent: 4
         ```
+
+        The whole of {source}`m.py::f`, and {source}`all of it <m.py>`.
         """))
     monkey_root, N.ROOT = N.ROOT, tmp_path
+    p = N.project(ROOT)
     try:
-        nb = N.colab_notebook(md, N.project(ROOT), N.Labels.of([md]), tmp_path)
+        nb = N.colab_notebook(md, p, N.Labels.of([md]), tmp_path)
     finally:
         N.ROOT = monkey_root
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
@@ -125,7 +135,8 @@ def test_converter_handles_each_myst_form(tmp_path):
                      "Theorem (Big)", "> **Theorem (Big).**\n>\n> - one", "> ```python", "**Exercise 1.** Do it.",
                      "<details>\n<summary>Solution to exercise 1</summary>\n\nDone.", "> **Note well**\n>\n> Body.",
                      "@staticmethod\ndef f(x):\n    return x", "#L4-L6", "## References",
-                     "from `f` in [`m.py`]", "#L6-L6) (release", "```python\nreturn x\n```"]:
+                     "from `f` in [`m.py`]", "#L6-L6) (release", "```python\nreturn x\n```",
+                     f"The whole of [`f`]({p.source('m.py', (4, 6))}), and [all of it]({p.source('m.py')})."]:
         assert expected in text, expected
     assert "(sec-a)=" not in text
 

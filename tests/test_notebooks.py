@@ -5,9 +5,11 @@ import jupytext
 import nbformat
 import pytest
 
+from dcprivacy.runner import chapter_sources
+
 BOOK = Path(__file__).resolve().parent.parent / "book"
-SOURCES = sorted(BOOK.glob("[0-9][0-9]-*.md"))
-NOTEBOOKS = sorted(BOOK.glob("[0-9][0-9]-*.ipynb"))
+SOURCES = chapter_sources(BOOK)  # the numbered chapters and the appendices
+NOTEBOOKS = sorted(BOOK.glob("[0-9][0-9]-*.ipynb")) + sorted(BOOK.glob("appendix-*.ipynb"))
 
 
 def test_there_are_chapters():

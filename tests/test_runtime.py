@@ -6,6 +6,7 @@ import jupytext
 import pytest
 
 from dcprivacy import cost
+from dcprivacy.runner import chapter_sources
 from dcprivacy.runtime import chapter_note, minutes_text, runtime_note
 
 BOOK = Path(__file__).resolve().parent.parent / "book"
@@ -33,7 +34,7 @@ def test_unknown_chapter_is_refused_with_the_known_ones():
 
 
 def test_every_chapter_opens_with_its_note():
-    for md in sorted(BOOK.glob("[0-9][0-9]-*.md")):
+    for md in chapter_sources(BOOK):
         code = [c for c in jupytext.read(md).cells if c.cell_type == "code"]
         assert re.search(rf'chapter_note\("{md.stem}"\)', code[1].source), md.name
         assert "remove-input" in code[1].metadata.get("tags", []), md.name

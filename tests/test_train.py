@@ -83,3 +83,22 @@ def test_bad_arguments_fail_before_training():
         train.TrainConfig(epochs=0)
     with pytest.raises(ValueError, match="unknown group"):
         train.TrainConfig(augment="color_blur")
+
+
+def test_sgd_step_is_torch_sgd_and_skips_inactive_models():
+    """The update chapter 1 shows: torch.optim.SGD's, for every model at once; inactive models keep θ and v."""
+    g = torch.Generator().manual_seed(0)
+    theta, grads = torch.randn(2, 3, generator=g), [torch.randn(2, 3, generator=g) for _ in range(3)]
+    params, moment = {"w": theta.clone()}, {"w": torch.zeros(2, 3)}
+    ref = theta.clone().requires_grad_(True)
+    opt = torch.optim.SGD([ref], lr=0.1, momentum=0.9, weight_decay=5e-4)
+    for gr in grads:
+        train.sgd_step(params, [gr], moment, lr=0.1, momentum=0.9, weight_decay=5e-4)
+        ref.grad = gr.clone()
+        opt.step()
+    assert torch.allclose(params["w"], ref.detach(), atol=1e-6)
+    before, v = params["w"].clone(), moment["w"].clone()
+    train.sgd_step(params, [grads[0]], moment, lr=0.1, momentum=0.9, weight_decay=5e-4,
+                   active=torch.tensor([True, False]))
+    assert torch.equal(params["w"][1], before[1]) and torch.equal(moment["w"][1], v[1])
+    assert not torch.equal(params["w"][0], before[0])

@@ -51,7 +51,7 @@ echo "profile: $("$PYTHON" -c 'from dcprivacy.config import profile_name; print(
 "$PYTHON" tools/notebooks.py
 total_start=$(date +%s)
 timings=$(mktemp)  # "stem seconds" per chapter: recorded under results/timings/ once every chapter ran
-for md in book/[0-9][0-9]-*.md; do
+for md in book/[0-9][0-9]-*.md book/appendix-*.md; do  # the chapters, then the appendices
   nb="${md%.md}.ipynb"
   "$PYTHON" -m jupytext --sync "$md" >/dev/null        # the .md is the source; refresh its notebook
   start=$(date +%s)

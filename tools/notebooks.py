@@ -3,7 +3,7 @@
 ``[tool.dcprivacy]`` in ``pyproject.toml`` holds the repository URL and the release (a tag or commit) that
 notebooks install and Colab opens. Everything else that names them is written from there by this script:
 
-- ``_config.yml``: the repository URL and branch, and the ref the Colab buttons open;
+- ``_config.yml``: the repository URL and branch, and the ref the Colab buttons and ``{source}`` links open;
 - ``.github/workflows/pages.yml``: the branch the site is published from;
 - ``README.md``: the block between ``<!-- colab:start -->`` and ``<!-- colab:end -->``;
 - every chapter's first code cell (the install cell) and second (the runtime note, dcprivacy.runtime), and
@@ -27,6 +27,9 @@ from pathlib import Path
 
 import jupytext
 import nbformat
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import source_link  # noqa: E402  (the {source} role: one parser for the site and the notebooks)
 
 try:
     import tomllib
@@ -92,8 +95,19 @@ def project(root: Path = ROOT) -> Project:
     return p
 
 
+# The numbered chapters, then the appendices; dcprivacy.runner.CHAPTER_PATTERNS is the same (this script runs
+# without the package, in the site's workflow).
+CHAPTER_PATTERNS = ("[0-9][0-9]-*.md", "appendix-*.md")
+
+
 def chapters(root: Path = ROOT) -> list[Path]:
-    return sorted((root / "book").glob("[0-9][0-9]-*.md"))
+    """Every chapter's MyST source, in the book's order."""
+    return [p for pattern in CHAPTER_PATTERNS for p in sorted((root / "book").glob(pattern))]
+
+
+def chapter_name(stem: str, title: str) -> str:
+    """How another chapter names chapter ``stem``: ``chapter 3``, or an appendix by its title."""
+    return f"chapter {int(stem[:2])}" if stem[:2].isdigit() else f"the appendix “{title}”"
 
 
 def install_cell(p: Project) -> str:
@@ -111,7 +125,7 @@ if importlib.util.find_spec("dcprivacy") is None:
 
 
 def config_text(text: str, p: Project) -> str:
-    """``_config.yml`` with the repository URL, branch and Colab ref of ``p``."""
+    """``_config.yml`` with the repository URL, branch and Colab ref of ``p`` (and the URL {source} links use)."""
     def sub(pattern, repl, text):
         new, n = re.subn(pattern, repl, text, count=1, flags=re.M)
         if n != 1:
@@ -120,6 +134,7 @@ def config_text(text: str, p: Project) -> str:
     text = sub(r"^(repository:\n(?:  .*\n)*?  url: ).*$", rf"\g<1>{p.repository}", text)
     text = sub(r"^(repository:\n(?:  .*\n)*?  branch: ).*$", rf"\g<1>{p.branch}", text)
     text = sub(r"^(    dcprivacy_colab_ref: ).*$", rf'\g<1>"{p.release}"', text)
+    text = sub(r"^(    dcprivacy_repository: ).*$", rf'\g<1>"{p.repository}"', text)
     return text
 
 
@@ -237,7 +252,7 @@ class Labels:
         if label not in self.names:
             raise KeyError(f"{here}: unknown label {label!r}")
         what, stem = self.names[label]
-        return what if stem == here else f"{what} in chapter {int(stem[:2])}"
+        return what if stem == here else f"{what} in {chapter_name(stem, self.names[stem][0])}"
 
 
 class Bibliography:
@@ -328,6 +343,10 @@ class Converter:
             return title.replace("{number}", "").strip() if title else self.labels.text(label, self.md.stem)
         if name in ("math",):
             return f"${text}$"
+        if name == "source":  # a link to a package function's whole source at the release (tools/source_link.py)
+            title, path, obj = source_link.parse(text)
+            lines = _pyobject(ROOT / path, obj) if obj else None
+            return f"[{title or f'`{obj or path}`'}]({self.p.source(path, lines)})"
         if name == "term":  # a glossary term: its text (the glossary itself is a page of the site)
             return _split_label(text)[0] or text
         if name in ("sub", "sup", "abbr", "kbd", "code", "samp", "file", "command"):
