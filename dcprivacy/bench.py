@@ -12,7 +12,7 @@ import time
 import torch
 
 from . import cpu
-from .config import default_device
+from .config import default_device, fast_dtype
 
 
 def _sync(device: torch.device):
@@ -177,6 +177,18 @@ class _ReferenceDSA:
         return x.contiguous()
 
 
+def _reference_convnet(**kw) -> torch.nn.Module:
+    """The reference's ConvNet (``utils.ConvNet``: instance norm, average pooling), as it builds it: the
+    package's ConvNet with PyTorch's ``nn.AvgPool2d(2, 2)`` in place of :class:`~dcprivacy.nets.AvgPool2x2`
+    (the same numbers up to rounding; the package's pooling is one of the speed-ups measured)."""
+    from .nets import AvgPool2x2, make_net
+    net = make_net("convnet", **kw)
+    for i, m in enumerate(net.features):
+        if isinstance(m, AvgPool2x2):
+            net.features[i] = torch.nn.AvgPool2d(2, 2)
+    return net
+
+
 class ReferenceDM:
     """One iteration of the reference's DM loop: a fresh ConvNet (default initialisation, frozen); per
     class, a random batch of that class's images (a NumPy permutation of its indices), the class's
@@ -192,8 +204,8 @@ class ReferenceDM:
         self.indices_class = [np.flatnonzero(labels == c) for c in range(self.num_classes)]
         self.ipc, self.batch_real, self.dsa = ipc, batch_real, _ReferenceDSA(strategy)
         self.shape = tuple(images_all.shape[1:])
-        self.make = lambda: make_net("convnet", channels=self.shape[0], num_classes=self.num_classes,
-                                     im_size=self.shape[-1], width=width).to(images_all.device)
+        self.make = lambda: _reference_convnet(channels=self.shape[0], num_classes=self.num_classes,
+                                               im_size=self.shape[-1], width=width).to(images_all.device)
         first = [self.images_all[self._batch(c, ipc)] for c in range(self.num_classes)]  # real init
         self.image_syn = torch.cat(first).detach().requires_grad_(True)
         self.optimizer_img = torch.optim.SGD([self.image_syn], lr=1.0, momentum=0.5)
@@ -229,8 +241,8 @@ class ReferenceEvaluation:
     def __init__(self, images, labels, *, width=128, strategy=None, batch=256, seed=0):
         from .nets import make_net
         torch.manual_seed(seed)
-        self.net = make_net("convnet", channels=images.shape[1], num_classes=int(labels.max()) + 1,
-                            im_size=images.shape[-1], width=width).to(images.device)
+        self.net = _reference_convnet(channels=images.shape[1], num_classes=int(labels.max()) + 1,
+                                      im_size=images.shape[-1], width=width).to(images.device)
         self.optimizer = torch.optim.SGD(self.net.parameters(), lr=0.01, momentum=0.9, weight_decay=0.0005)
         self.criterion = torch.nn.CrossEntropyLoss()
         self.loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=batch,
@@ -269,13 +281,16 @@ def _interleaved(run_ours, reference, rounds: int, device: torch.device) -> tupl
     ``callback``; inside it, after each of our iterations, one reference iteration runs. Our time is the
     gap between one callback's end and the next one's start (the reference runs outside it); the first iteration
     of each (warm-up: allocations, kernel choice) is not counted."""
-    ours, ref, last = [], [], [None]
+    ours, ref, last, first = [], [], [None], []
+    started = time.perf_counter()
 
     def callback(*_):
         _sync(device)
         now = time.perf_counter()
         if last[0] is not None:
             ours.append(now - last[0])
+        else:
+            first.append(now - started)
         t = time.perf_counter()
         reference()
         _sync(device)
@@ -284,6 +299,7 @@ def _interleaved(run_ours, reference, rounds: int, device: torch.device) -> tupl
         last[0] = time.perf_counter()
 
     run_ours(rounds + 1, callback)
+    _interleaved.first_s = first[0] if first else None  # the untimed first iteration (set-up, compilation)
     return ours, ref
 
 
@@ -315,7 +331,8 @@ def bench_condense(*, width: int = 128, ipc: int = 10, batch_real: int = 256, it
     x, y = ds.train_x[idx].to(device), ds.train_y[idx].to(device)
     num_classes = ds.num_classes
     dm = C.distribution_matching  # what `condense --method dm` calls (looked up now, as the command does)
-    common = dict(ipc=ipc, width=width, seed=seed, indices=idx, device=device, checkpoint=None, batch_real=batch_real)
+    common = dict(ipc=ipc, width=width, seed=seed, indices=idx, device=device, checkpoint=None, batch_real=batch_real,
+                  precision="auto")  # the command's default arithmetic (bfloat16 real side where it pays)
     run = lambda compiled: (lambda n, cb: dm(x, y, iterations=n, compile=compiled, callback=cb, callback_every=1,
                                              **common))
     reference = ReferenceDM(x, y, ipc=ipc, batch_real=batch_real, width=width, strategy=DEFAULT_STRATEGY, seed=seed)
@@ -330,6 +347,7 @@ def bench_condense(*, width: int = 128, ipc: int = 10, batch_real: int = 256, it
     result["cpu_allocator_keeps_freed_memory"] = cpu.keep_freed_memory() if device.type == "cpu" else None
     result.update(_stats(ours, dm_flops / 1e9, result["conv_gflops"], "dm_condense"))
     result.update(_stats(ref, dm_flops / 1e9, result["conv_gflops"], "dm_reference"))
+    result["dm_precision"] = "bf16" if fast_dtype(device, width, "auto") is not None else "fp32"
     result["dm_speedup_over_reference"] = round(statistics.median(ref) / statistics.median(ours), 3)
     result["dm_speedup_over_reference_min"] = round(min(ref) / min(ours), 3)
     if compile:
@@ -406,8 +424,11 @@ def bench_evaluate(*, width: int = 128, ipc: int = 10, epochs: int = 5, models: 
     syn.method = "dm"  # trained with DSA, 1000 epochs in the protocol: the case that costs most
     test_x, test_y = ds.test_x[:256].to(device), ds.test_y[:256].to(device)  # accuracy is not what is timed
     ev = C.evaluate_synthetic  # what `evaluate` calls (looked up now, as the command does)
+    # the arithmetic `evaluate` picks for this set (1000 epochs with DSA): timed here on a few of them
+    protocol_epochs = 1000
+    precision, compiled = C.evaluation_arithmetic(device, width, protocol_epochs)
     run = lambda n, cb: ev(syn, test_x, test_y, models=1, epochs=n, width=width, seed=seed, device=device,
-                           callback=cb)
+                           callback=cb, precision=precision, compile=compiled)
     reference = ReferenceEvaluation(syn.images.to(device), syn.labels.to(device), width=width,
                                     strategy=DEFAULT_STRATEGY, seed=seed)
     factory = net_factory("convnet", width=width, channels=syn.images.shape[1], num_classes=syn.num_classes,
@@ -419,15 +440,21 @@ def bench_evaluate(*, width: int = 128, ipc: int = 10, epochs: int = 5, models: 
               "gflop_per_model_epoch": gflop, **conv_throughput(device, width=width)}
     ours, ref = _interleaved(run, reference, epochs, device)
     result["cpu_allocator_keeps_freed_memory"] = cpu.keep_freed_memory() if device.type == "cpu" else None
+    result.update(precision=precision, compiled=compiled, protocol_epochs=protocol_epochs,
+                  evaluate_first_epoch_s=round(_interleaved.first_s, 2))  # compilation included, once per model
     result.update(_stats(ours, gflop, result["conv_gflops"], "evaluate"))
     result.update(_stats(ref, gflop, result["conv_gflops"], "evaluate_reference"))
     result["evaluate_speedup_over_reference"] = round(statistics.median(ref) / statistics.median(ours), 3)
     result["evaluate_speedup_over_reference_min"] = round(min(ref) / min(ours), 3)
+    # per model over the whole protocol, the first epoch's set-up and compilation included
+    ours_run = result["evaluate_first_epoch_s"] + (protocol_epochs - 1) * statistics.median(ours)
+    result["evaluate_speedup_over_reference_protocol"] = round(protocol_epochs * statistics.median(ref) / ours_run, 3)
     if stacked if stacked is not None else device.type == "cuda":
         def per_model_epoch(stack):
             ticks = []
             ev(syn, test_x, test_y, models=models, epochs=epochs + 1, width=width, seed=seed, device=device,
-               stack=stack, callback=lambda e: ticks.append(time.perf_counter()))
+               stack=stack, callback=lambda e: ticks.append(time.perf_counter()), precision=precision,
+               compile=compiled)
             _sync(device)
             # stacked: one tick per epoch for all models; one after another: one per epoch of each model
             gaps = [b - a for a, b in zip(ticks, ticks[1:])]

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from .config import PRECISIONS
+
 SUBCOMMANDS: dict[str, tuple[str, callable, callable]] = {}
 
 
@@ -129,6 +131,8 @@ def _condense_args(p: argparse.ArgumentParser):
                    help="with --checkpoint: save every N iterations (default: a tenth of the run) and at the end")
     p.add_argument("--compile", action="store_true",
                    help="dm: run the embedding through torch.compile (pays off on long runs: see `bench condense`)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="dm: the real images' embedding in bfloat16 (auto: on a CPU with native bfloat16, width ≥ 64)")
     p.add_argument("--evaluate", type=_int(0), default=0, metavar="MODELS",
                    help="also train this many ConvNets on the result and report test accuracy")
     p.add_argument("--out", required=True, help="where to save the synthetic set (.pt); a .json with "
@@ -166,7 +170,7 @@ def _condense(args) -> int:
     if args.init:
         common["init"] = args.init
     if args.method == "dm":
-        syn = C.distribution_matching(x, y, compile=args.compile, **common)
+        syn = C.distribution_matching(x, y, compile=args.compile, precision=args.precision, **common)
     else:
         loops = prof.dc_loops if prof.dc_loops is not None else None
         syn = C.gradient_matching(x, y, loops=loops, augment=C.DEFAULT_STRATEGY if args.method == "dsa" else None,
@@ -191,6 +195,10 @@ def _evaluate_args(p: argparse.ArgumentParser):
     p.add_argument("--width", type=_int(1), default=128)
     p.add_argument("--seed", **SEED)
     p.add_argument("--device", default=None)
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="bf16: mixed-precision training (auto: on a CPU with native bfloat16, width ≥ 64)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="compile each training step (default: on a CPU for width ≥ 64 and ≥ 300 epochs)")
     p.add_argument("--out", default=None, help="write the result as JSON with provenance here (.json)")
 
 
@@ -212,7 +220,8 @@ def _evaluate(args) -> int:
     result = {"kind": "evaluate", "dataset": args.dataset, "method": syn.method, "ipc": syn.ipc,
               "synthetic_set": args.synthetic, "condense_config": syn.config,
               **evaluate_synthetic(syn, ds.test_x, ds.test_y, models=args.models, epochs=args.epochs,
-                                   width=args.width, seed=args.seed, device=device)}
+                                   width=args.width, seed=args.seed, device=device, precision=args.precision,
+                                   compile=args.compile)}
     _emit(result, args.out, seed=args.seed, config=vars(args), started=started, device=device)
     return 0
 

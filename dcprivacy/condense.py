@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from .augment import DEFAULT_STRATEGY, apply_transforms, parse_strategy, sample_transforms
-from .config import gpu_paths, progress
+from .config import fast_dtype, gpu_paths, progress
 from .cpu import keep_freed_memory
 from .nets import make_net
 
@@ -128,12 +128,12 @@ class _ClassPool:
         order = torch.argsort(y, stable=True)
         starts = torch.cumsum(counts, 0) - counts
         pos = torch.arange(self.n_max, device=y.device)
-        self.valid = pos.unsqueeze(0) < counts.unsqueeze(1)  # [C, n_max]
-        self.table = order[(starts.unsqueeze(1) + pos).clamp_max(len(y) - 1)]  # [C, n_max] pool indices
+        self.valid = pos.unsqueeze(0) < counts.unsqueeze(1)  # [classes, n_max]
+        self.table = order[(starts.unsqueeze(1) + pos).clamp_max(len(y) - 1)]  # [classes, n_max] pool indices
         self.counts = counts
 
     def batch(self, b: int | None, generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """``b`` random images per class (all of them for ``None``): indices [C, b] and validity [C, b]."""
+        """``b`` random images per class (all of them for ``None``): indices [classes, b] and validity [classes, b]."""
         if b is None or b >= self.n_max:
             return self.table, self.valid
         keys = torch.rand(self.table.shape, generator=generator, device=self.table.device)
@@ -258,31 +258,60 @@ def _resume(path, config, syn, opt, gen, losses) -> int:
 # --- distribution matching --------------------------------------------------------------------------
 
 def dm_loss(embed: Callable, real_x: torch.Tensor, real_w: torch.Tensor, syn_x: torch.Tensor, *,
-            transforms=None, real_chunk: int | None = None) -> torch.Tensor:
+            transforms=None, real_chunk: int | None = None, embed_real: Callable | None = None) -> torch.Tensor:
     """DM's loss for all classes (and runs) at once: one pass over the real images of every class
     (without a graph: they need no gradient), one over the synthetic images.
 
-    ``real_x`` [C, b, ...]: a batch of real images per class; ``real_w`` [R, C, b]: which of them each
-    run uses (weights; 0 for padding or non-members); ``syn_x`` [R, C, m, ...]. Returns
+    ``real_x`` [classes, b, ...]: a batch of real images per class; ``real_w`` [R, classes, b]: which of them each
+    run uses (weights; 0 for padding or non-members); ``syn_x`` [R, classes, m, ...]. Returns
     Σ_r Σ_c ‖mean_i embed(real_c,i) − mean_j embed(syn_r,c,j)‖², with one siamese augmentation per
     class (``transforms``: one row per class) shared by the real and the synthetic images.
     ``real_chunk``: embed the real images this many at a time (same numbers; on a CPU, pieces whose
     activations fit in the cache measured about 2× faster than one pass over all of them).
+    ``embed_real``: the embedding for the real side, if not ``embed`` (the same network in bfloat16,
+    see :func:`real_embedding`).
     """
-    C, b = real_x.shape[:2]
+    num_classes, b = real_x.shape[:2]
     R, _, m = syn_x.shape[:3]
     xr, xs = real_x.flatten(0, 1), syn_x.flatten(0, 2)
     if transforms is not None:
-        cls = torch.arange(C, device=xr.device)
+        cls = torch.arange(num_classes, device=xr.device)
         xr = apply_transforms(xr, transforms, cls.repeat_interleave(b))
         xs = apply_transforms(xs, transforms, cls.repeat_interleave(m).repeat(R))
     with torch.no_grad():  # the real side needs no gradient: embed it without building a graph
-        er = torch.cat([embed(part) for part in xr.split(real_chunk or max(len(xr), 1))]).view(C, b, -1)
-    es = embed(xs).view(R, C, m, -1)
+        parts = xr.split(real_chunk or max(len(xr), 1))
+        er = torch.cat([(embed_real or embed)(part) for part in parts]).view(num_classes, b, -1)
+    es = embed(xs).view(R, num_classes, m, -1)
     mean_real = torch.einsum("rcb,cbf->rcf", real_w, er) / real_w.sum(-1, keepdim=True).clamp_min(1.0)
     mean_syn = es.mean(2)
     present = (real_w.sum(-1) > 0).unsqueeze(-1).to(es.dtype)  # a run without images of a class skips it
     return (((mean_real - mean_syn) ** 2) * present).sum()
+
+
+def real_embedding(net: torch.nn.Module, dtype: torch.dtype | None, *,
+                   compile: bool = False) -> tuple[Callable | None, Callable]:
+    """DM's real side in a reduced precision: a copy of ``net`` in ``dtype`` (``None``: no copy).
+
+    Returns ``(embed_real, sync)``: ``embed_real(x)`` embeds ``x`` with the copy and returns float32;
+    ``sync()`` copies ``net``'s fresh weights into it (after every re-initialisation). The real images
+    need no gradient, and their embeddings are only averaged, 256 at a time, before they meet the
+    synthetic side (which stays in float32); bfloat16's relative rounding of about 0.4 % per number
+    shrinks in that mean (``tests/test_condense.py`` compares the gradients on the synthetic images with
+    float32's, against the spread that the random real batch itself gives them). ``compile``: run the copy
+    through ``torch.compile``.
+    """
+    if dtype is None:
+        return None, lambda: None
+    import copy
+    low = copy.deepcopy(net).to(dtype=dtype, memory_format=torch.contiguous_format)  # bfloat16 is fast in NCHW
+
+    def sync():
+        with torch.no_grad():
+            for a, b in zip(low.parameters(), net.parameters()):
+                a.copy_(b)
+
+    embed = torch.compile(low.embed) if compile else low.embed
+    return (lambda x: embed(x.to(dtype)).float()), sync
 
 
 def distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: int = 10,
@@ -294,7 +323,7 @@ def distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: in
                           snapshots=(), callback: Callable | None = None, callback_every: int = 100,
                           checkpoint=None, checkpoint_every: int | None = None, device=None, compile: bool = False,
                           channels_last: bool | None = None, real_chunk: int | None = None,
-                          desc: str = "DM") -> SyntheticSet | list[SyntheticSet]:
+                          precision: str = "auto", desc: str = "DM") -> SyntheticSet | list[SyntheticSet]:
     """Condense ``real_x``/``real_y`` into ``ipc`` images per class by distribution matching.
 
     Defaults are the reference's (lr 1.0, momentum 0.5, 256 real images per class and iteration,
@@ -309,6 +338,9 @@ def distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: in
     pays a compilation of tens of seconds once). ``channels_last`` (default: on a CPU, for the ConvNet)
     and ``real_chunk`` (default: 64 on a CPU, all at once on a GPU) change the memory layout and the
     order of work, not the result; ``python -m dcprivacy bench condense`` measures what they buy.
+    ``precision``: the real side's arithmetic (:func:`dcprivacy.config.fast_dtype`: ``"auto"`` is bfloat16
+    on a CPU with native bfloat16 for networks 64 or more channels wide, float32 otherwise; see
+    :func:`real_embedding`).
     """
     num_classes = _check(real_x, real_y, ipc, iterations, num_classes, lr_img=lr_img, momentum=momentum,
                          batch_real=batch_real, width=width, depth=depth, checkpoint_every=checkpoint_every)
@@ -318,9 +350,11 @@ def distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: in
     if device.type == "cpu":
         keep_freed_memory()  # large activations reused, not page-faulted in at every step
     real_x, real_y = real_x.to(device), real_y.to(device)
+    real_dtype = fast_dtype(device, width, precision) if arch == "convnet" else None
     config = dict(method="dm", ipc=ipc, init=init if isinstance(init, str) else "given", iterations=iterations,
                   lr_img=lr_img, momentum=momentum, batch_real=batch_real, augment=augment, arch=arch,
-                  width=width, depth=depth, seed=seed, n_real=len(real_y), runs=1 if members is None else len(members))
+                  width=width, depth=depth, seed=seed, n_real=len(real_y), runs=1 if members is None else len(members),
+                  precision="bf16" if real_dtype is not None else "fp32")
     gen = torch.Generator(device=device).manual_seed(seed)
     cpu_gen = torch.Generator().manual_seed(seed ^ 0x5DEECE66D)  # network seeds: a stream of their own
     pool = _ClassPool(real_y, num_classes)
@@ -344,10 +378,12 @@ def distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: in
     if channels_last:  # convolutions in NHWC (oneDNN's and tensor cores' preferred layout)
         net = net.to(memory_format=torch.channels_last)
     embed = torch.compile(net.embed) if compile else net.embed
+    embed_real, sync_real = real_embedding(net, real_dtype, compile=compile)
     for it in progress(range(start_it, iterations), desc=desc, unit="it", initial=start_it, total=iterations):
         fresh_network(net, arch, seeds[it], **net_kw)
+        sync_real()
         loss = dm_step(embed, real_x, pool, syn, opt, batch_real=batch_real, augment=augment, generator=gen,
-                       members=w_members, real_chunk=real_chunk)
+                       members=w_members, real_chunk=real_chunk, embed_real=embed_real)
         losses[it] = loss.detach() / R
         if it + 1 in snapshots:
             snaps[it + 1] = syn.detach().flatten(1, 2).clone()
@@ -362,19 +398,21 @@ def distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: in
 
 def dm_step(embed: Callable, real_x: torch.Tensor, pool: _ClassPool, syn: torch.Tensor,
             opt: torch.optim.Optimizer, *, batch_real: int | None, augment: str | None, generator: torch.Generator,
-            members: torch.Tensor | None = None, real_chunk: int | None = None) -> torch.Tensor:
+            members: torch.Tensor | None = None, real_chunk: int | None = None,
+            embed_real: Callable | None = None) -> torch.Tensor:
     """One iteration of DM under the random network whose features ``embed`` returns (drawn afresh every
     iteration by :func:`distribution_matching`): draw ``batch_real`` real images of every class, one siamese
-    augmentation per class, and take one step of ``opt`` on the synthetic images ``syn`` [R, C, m, ...]
+    augmentation per class, and take one step of ``opt`` on the synthetic images ``syn`` [R, classes, m, ...]
     down the gradient of :func:`dm_loss`. ``members`` [R, len(real_x)] (float): the real images each run
-    may use. Returns the loss (on the device: no host synchronisation)."""
-    idx, valid = pool.batch(batch_real, generator)  # [C, b]: a batch of real images per class
+    may use; ``embed_real``: the real side's embedding, if not ``embed`` (see :func:`real_embedding`).
+    Returns the loss (on the device: no host synchronisation)."""
+    idx, valid = pool.batch(batch_real, generator)  # [classes, b]: a batch of real images per class
     w = valid.float().unsqueeze(0)
     if members is not None:
         w = w * members[:, idx]
     t = sample_transforms(syn.shape[1], augment, tuple(real_x.shape[-2:]), generator=generator,
                           device=syn.device) if parse_strategy(augment) else None
-    loss = dm_loss(embed, real_x[idx], w, syn, transforms=t, real_chunk=real_chunk)
+    loss = dm_loss(embed, real_x[idx], w, syn, transforms=t, real_chunk=real_chunk, embed_real=embed_real)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -405,7 +443,7 @@ def class_gradients(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, w: t
                     vectorize: bool | None = None) -> dict:
     """Gradient of the (weighted) mean cross-entropy of each class's batch w.r.t. the network's weights.
 
-    ``x`` [C, b, ...], ``y`` [C, b], ``w`` [C, b]. The result (a dict of [C, ...] tensors) is
+    ``x`` [classes, b, ...], ``y`` [classes, b], ``w`` [classes, b]. The result (a dict of [classes, ...] tensors) is
     differentiable w.r.t. ``x`` when ``x`` requires grad — what DC needs for the synthetic side.
     ``vectorize``: one ``vmap`` over ``torch.func.grad`` for all classes (default on a GPU and with
     ``DCPRIVACY_FORCE_GPU_PATHS=1``), or a loop
@@ -432,10 +470,10 @@ def class_gradients(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, w: t
 
 def siamese_augment(real: torch.Tensor, syn: torch.Tensor, augment: str, generator: torch.Generator):
     """DSA's siamese augmentation: one random transformation per class, applied to that class's real images
-    ``real`` [C, b, ...] and to its synthetic images ``syn`` [C, m, ...] alike."""
-    C, b, m = real.shape[0], real.shape[1], syn.shape[1]
-    t = sample_transforms(C, augment, tuple(real.shape[-2:]), generator=generator, device=syn.device)
-    cls = torch.arange(C, device=syn.device)
+    ``real`` [classes, b, ...] and to its synthetic images ``syn`` [classes, m, ...] alike."""
+    num_classes, b, m = real.shape[0], real.shape[1], syn.shape[1]
+    t = sample_transforms(num_classes, augment, tuple(real.shape[-2:]), generator=generator, device=syn.device)
+    cls = torch.arange(num_classes, device=syn.device)
     real = apply_transforms(real.flatten(0, 1), t, cls.repeat_interleave(b)).view_as(real)
     syn = apply_transforms(syn.flatten(0, 1), t, cls.repeat_interleave(m)).view_as(syn)
     return real, syn
@@ -445,17 +483,17 @@ def match_step(net: torch.nn.Module, real_x: torch.Tensor, real_y: torch.Tensor,
                syn: torch.Tensor, opt: torch.optim.Optimizer, *, batch_real: int | None, augment: str | None,
                generator: torch.Generator, vectorize: bool | None = None) -> torch.Tensor:
     """One matching step of gradient matching: the per-class gradients of ``net`` on a batch of real images
-    and on the synthetic images ``syn`` [C, m, ...] (the same siamese augmentation on both for DSA), their
+    and on the synthetic images ``syn`` [classes, m, ...] (the same siamese augmentation on both for DSA), their
     :func:`gradient_distance`, and one step of ``opt`` on the synthetic images down its gradient. Returns the
     distance (on the device)."""
-    C, m = syn.shape[:2]
-    idx, valid = pool.batch(batch_real, generator)  # [C, b]: a batch of real images per class
+    num_classes, m = syn.shape[:2]
+    idx, valid = pool.batch(batch_real, generator)  # [classes, b]: a batch of real images per class
     xr, xs = real_x[idx], syn
     if parse_strategy(augment):
         xr, xs = siamese_augment(xr, xs, augment, generator)
     g_real = {k: v.detach() for k, v in class_gradients(net, xr, real_y[idx], valid.float(),
                                                          vectorize=vectorize).items()}
-    y_syn = torch.arange(C, device=syn.device).repeat_interleave(m).view(C, m)
+    y_syn = torch.arange(num_classes, device=syn.device).repeat_interleave(m).view(num_classes, m)
     g_syn = class_gradients(net, xs, y_syn, vectorize=vectorize)  # differentiable w.r.t. the pixels
     loss = gradient_distance(g_real, g_syn)
     opt.zero_grad(set_to_none=True)
@@ -555,11 +593,28 @@ def gradient_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: int = 
 
 # --- evaluation ---------------------------------------------------------------------------------------
 
+def evaluation_arithmetic(device, width: int, epochs: int, precision: str = "auto",
+                          compile: bool | None = None) -> tuple[str, bool]:
+    """How :func:`evaluate_synthetic` trains: ``(precision, compile)``. ``"auto"`` precision is bfloat16 mixed
+    precision where :func:`dcprivacy.config.fast_dtype` allows it (a CPU with native bfloat16, width ≥ 64,
+    no :func:`~dcprivacy.config.exact_arithmetic`); ``compile=None`` compiles each training step on a CPU
+    for networks that wide and runs of at least 300 epochs (the protocol's 300 or 1000), where the
+    compilation (seconds, more on a cold cache) is repaid many times. ``python -m dcprivacy bench evaluate``
+    times exactly these settings against the reference."""
+    from .config import fast_dtype
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    dtype = fast_dtype(device, width, precision)
+    if compile is None:
+        compile = device.type == "cpu" and not gpu_paths(device) and width >= 64 and epochs >= 300
+    return ("bf16" if dtype is not None else "fp32"), bool(compile)
+
+
 def evaluate_synthetic(syn: SyntheticSet, test_x: torch.Tensor, test_y: torch.Tensor, *, models: int = 5,
                        epochs: int | None = None, augment: str | None | bool = True, arch: str = "convnet",
                        width: int = 128, depth: int = 3, seed: int = 0, device=None,
                        desc: str = "evaluate", stack: bool | None = None,
-                       callback: Callable[[int], None] | None = None) -> dict:
+                       callback: Callable[[int], None] | None = None, precision: str = "auto",
+                       compile: bool | None = None) -> dict:
     """Train ``models`` networks at once on ``syn`` with the literature's protocol; test accuracy.
 
     ``augment=True`` picks the reference's choice: the DSA augmentation for DSA and DM sets (1000
@@ -567,6 +622,9 @@ def evaluate_synthetic(syn: SyntheticSet, test_x: torch.Tensor, test_y: torch.Te
     batch 256. ``stack``: train all models as one stacked ensemble (``vmap``; the default on a GPU)
     or one after another (the default on a CPU, where it measured faster); ``callback(epochs_done)``
     runs after every epoch (``python -m dcprivacy bench evaluate`` times epochs with it).
+    ``precision`` and ``compile``: the arithmetic (:func:`evaluation_arithmetic`; by default bfloat16 mixed
+    precision and a compiled step for the protocol's long runs of wide ConvNets on a CPU that has native
+    bfloat16; float32 elsewhere). The result records both.
     """
     from .nets import net_factory
     from .train import TrainConfig, accuracy, train_models
@@ -580,13 +638,15 @@ def evaluate_synthetic(syn: SyntheticSet, test_x: torch.Tensor, test_y: torch.Te
     if arch in ("convnet", "mlp"):  # both take a depth (the linear extractor has none)
         kw["depth"] = depth
     factory = net_factory(arch, **kw)
+    precision, compile = evaluation_arithmetic(device, width if arch == "convnet" else 0, epochs, precision, compile)
     ens = train_models(factory, syn.images.to(device), syn.labels.to(device), seeds=range(seed, seed + models),
                        config=TrainConfig(epochs=epochs, augment=augment), aug_seed=seed, device=device, desc=desc,
-                       chunk=None if stack is None else (models if stack else 1), callback=callback)
+                       chunk=None if stack is None else (models if stack else 1), callback=callback,
+                       precision=precision, compile=compile)
     acc = accuracy(ens, test_x.to(device), test_y.to(device)).cpu()
     return {"accuracy_mean": acc.mean().item(), "accuracy_std": acc.std(unbiased=False).item(),
             "accuracies": acc.tolist(), "models": models, "epochs": epochs, "augment": augment,
-            "arch": arch, "width": width, "depth": depth}
+            "arch": arch, "width": width, "depth": depth, "precision": precision, "compiled": compile}
 
 
 def random_real_subset(real_x: torch.Tensor, real_y: torch.Tensor, ipc: int, *, seed: int = 0,

@@ -39,13 +39,44 @@ def _convnet_map_size(norm: str, width: int, depth: int, im_size: int) -> int:
     return size
 
 
+class AvgPool2x2(nn.Module):
+    """2×2 average pooling with stride 2 — ``nn.AvgPool2d(2, 2)`` on maps of even size, summed as
+    (top-left + bottom-left) + (top-right + bottom-right), so the same numbers up to rounding.
+
+    Written as two strided additions because PyTorch's CPU kernel for ``avg_pool2d`` on NCHW maps is
+    slow — several times slower than a pass over the memory in float32, more in bfloat16 — and the
+    first block's maps (128 channels × 32 × 32 per image) make pooling a large share of a ConvNet's
+    time (``python -m dcprivacy bench evaluate`` and ``bench condense`` measure it). Works on any
+    leading dimensions (also under ``vmap``) and in either memory layout.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = x.unflatten(-1, (-1, 2)).unflatten(-3, (-1, 2))  # [..., H/2, 2, W/2, 2]
+        columns = v.select(-3, 0) + v.select(-3, 1)  # [..., H/2, W/2, 2]: the two rows of each window
+        return (columns.select(-1, 0) + columns.select(-1, 1)) * 0.25
+
+
+class FirstConv(nn.Conv2d):
+    """The ConvNet's first convolution: an ``nn.Conv2d`` that stays in float32 under mixed precision
+    (``torch.autocast``) while its weight is being trained. With one (or three) input channels its weight
+    gradient in bfloat16 measured several times slower on a CPU than in float32, and its share of the
+    network's arithmetic is small. Everywhere else it is a plain convolution."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight.requires_grad and torch.is_autocast_enabled(x.device.type):
+            with torch.autocast(x.device.type, enabled=False):
+                return super().forward(x.float())
+        return super().forward(x)
+
+
 class ConvNet(nn.Module):
     """The ConvNet of Zhao et al. (DC), DSA and DM.
 
-    ``depth`` blocks of 3×3 conv → norm → ReLU → 2×2 average pool, then a linear head.
+    ``depth`` blocks of 3×3 conv → norm → ReLU → 2×2 average pool, then a linear head (:class:`FirstConv`
+    and :class:`AvgPool2x2` are a convolution and a pooling with a faster path on a CPU).
     28×28 inputs (MNIST-like) are zero-padded by 3 in the first conv, so the maps are 32×32 as for
     CIFAR-10. With the defaults (width 128, depth 3) the features are 128·4·4 = 2048 numbers.
-    There are no running statistics: ``instancenorm`` is ``GroupNorm(C, C)``, computed per image,
+    There are no running statistics: ``instancenorm`` is ``GroupNorm(width, width)``, computed per image,
     so a batch of many classes gives exactly what each class alone would.
     """
 
@@ -56,8 +87,9 @@ class ConvNet(nn.Module):
         layers: list[nn.Module] = []
         in_ch = channels
         for d in range(depth):
-            layers += [nn.Conv2d(in_ch, width, 3, padding=3 if (d == 0 and im_size == 28) else 1),
-                       _norm(norm, width, size), nn.ReLU(inplace=False), nn.AvgPool2d(2, 2)]
+            conv = FirstConv if d == 0 else nn.Conv2d
+            layers += [conv(in_ch, width, 3, padding=3 if (d == 0 and im_size == 28) else 1),
+                       _norm(norm, width, size), nn.ReLU(inplace=False), AvgPool2x2()]
             in_ch, size = width, size // 2
         self.features = nn.Sequential(*layers)
         self.feature_dim = width * size * size

@@ -12,8 +12,10 @@ would see trained alone, which ``tests/test_train.py`` checks.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
@@ -111,7 +113,8 @@ def train_models(factory: Callable[[int], nn.Module], x: torch.Tensor, y: torch.
                  seeds: Sequence[int], members: torch.Tensor | None = None,
                  config: TrainConfig = TrainConfig(), aug_seed: int = 0, chunk: int | None = None,
                  device: torch.device | str | None = None, desc: str = "training",
-                 channels_last: bool | None = None, callback: Callable[[int], None] | None = None) -> Ensemble:
+                 channels_last: bool | None = None, callback: Callable[[int], None] | None = None,
+                 compile: bool = False, precision: str = "fp32") -> Ensemble:
     """Train ``len(seeds)`` models; model ``i`` starts from ``factory(seeds[i])``.
 
     ``members``: optional bool mask [N, len(x)]; model ``i`` trains on the rows where it is True
@@ -129,7 +132,13 @@ def train_models(factory: Callable[[int], nn.Module], x: torch.Tensor, y: torch.
     default: on the 2-core CPU, interleaved in one process, a training epoch of the reference's evaluation
     (100 images, width 128, DSA) measured no faster in NHWC than in NCHW.
     ``callback(epochs_done)``: called after every epoch of every chunk (progress, timing).
+    ``compile``: run each step's forward and backward through ``torch.compile`` (a one-off compilation of
+    seconds to tens of seconds, worth it over hundreds of epochs; falls back to eager where compilation fails).
+    ``precision``: ``"fp32"`` (default) or ``"bf16"``: mixed precision (:func:`mixed_precision`).
     """
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision={precision!r}: allowed values are fp32, bf16")
+    dtype = torch.bfloat16 if precision == "bf16" else None
     device = torch.device(device) if device is not None else x.device
     if device.type == "cpu":
         keep_freed_memory()  # large activations reused, not page-faulted in at every step
@@ -150,12 +159,39 @@ def train_models(factory: Callable[[int], nn.Module], x: torch.Tensor, y: torch.
     for start in range(0, N, chunk):
         sub = slice(start, start + chunk)
         parts.append(_train_stacked(factory, x, y, list(seeds[sub]), None if members is None else members[sub],
-                                    config, aug_seed + int(seeds[start]), device, bar, channels_last, callback))
+                                    config, aug_seed + int(seeds[start]), device, bar, channels_last, callback,
+                                    compile, dtype))
     bar.close()
     if len(parts) == 1:
         return parts[0]
     return Ensemble(parts[0].base, {k: torch.cat([p.params[k] for p in parts]) for k in parts[0].params},
                     {k: torch.cat([p.buffers[k] for p in parts]) for k in parts[0].buffers})
+
+
+def mixed_precision(device: torch.device | str, dtype: torch.dtype | None):
+    """``torch.autocast`` in ``dtype`` on ``device`` (``None``: float32, no autocast). Weights, gradients and
+    the optimiser stay in float32; convolutions and matrix products run in ``dtype`` (the ConvNet's first
+    convolution excepted, see :class:`dcprivacy.nets.FirstConv`)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+def compiled_or_eager(fn: Callable) -> Callable:
+    """``torch.compile(fn)``, falling back to ``fn`` itself (with a warning, once) where compilation fails on
+    the first call — no C++ compiler on the machine, an operation the compiler does not support."""
+    state = {"fn": torch.compile(fn), "compiled": True}
+
+    def call(*args):
+        if state["compiled"]:
+            try:
+                return state["fn"](*args)
+            except Exception as err:  # noqa: BLE001 - any compiler failure: run eagerly (a real error re-raises there)
+                warnings.warn(f"torch.compile failed ({type(err).__name__}: {str(err)[:200]}); training runs eagerly")
+                state.update(fn=fn, compiled=False)
+        return state["fn"](*args)
+
+    return call
 
 
 def _nhwc(v: torch.Tensor) -> torch.Tensor:
@@ -194,7 +230,8 @@ def sgd_step(params: dict, grads: Sequence[torch.Tensor], moment: dict, *, lr: f
 
 
 def _train_stacked(factory, x, y, seeds, members, config: TrainConfig, aug_seed: int, device, bar,
-                   channels_last: bool | None = None, callback=None) -> Ensemble:
+                   channels_last: bool | None = None, callback=None, compile: bool = False,
+                   dtype: torch.dtype | None = None) -> Ensemble:
     """One vectorized training run of ``len(seeds)`` stacked models (see :func:`train_models`)."""
     N = len(seeds)
     x, y = x.to(device), y.to(device)
@@ -223,7 +260,8 @@ def _train_stacked(factory, x, y, seeds, members, config: TrainConfig, aug_seed:
     pos = torch.arange(b, device=device)
 
     def loss_one(p, bu, xb, yb, wb):
-        out = functional_call(ens.base, (p, bu), (xb,))
+        with mixed_precision(xb.device, dtype):
+            out = functional_call(ens.base, (p, bu), (xb,)).float()
         return (F.cross_entropy(out, yb, reduction="none") * wb).sum() / wb.sum().clamp_min(1.0)
 
     if N > 1:
@@ -233,6 +271,9 @@ def _train_stacked(factory, x, y, seeds, members, config: TrainConfig, aug_seed:
             one = lambda d: {k: v[0] for k, v in d.items()}
             xb = xb[0].contiguous(memory_format=torch.channels_last) if channels_last else xb[0]
             return loss_one(one(p), one(bu), xb, yb[0], wb[0]).unsqueeze(0)
+
+    if compile:  # one compiled forward + backward (AOTAutograd compiles both); the update stays eager
+        batched_loss = compiled_or_eager(batched_loss)
 
     for epoch in range(config.epochs):
         lr = config.lr * (0.1 if epoch >= decay_epoch else 1.0)

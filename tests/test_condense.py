@@ -68,6 +68,94 @@ def _reference_distance(gr, gs):
     return torch.sum(1 - torch.sum(gr * gs, -1) / (gr.norm(dim=-1) * gs.norm(dim=-1) + 1e-6))
 
 
+def test_bfloat16_real_side_moves_dm_less_than_a_different_real_batch_does(monkeypatch):
+    """The real side in bfloat16 (the default on CPUs with native bfloat16, width ≥ 64) changes the gradient
+    on the synthetic images by far less than the random draw of the real batch itself changes it: the
+    condensed sets are as different as two float32 runs from different seeds, statistically no more."""
+    from dcprivacy import config
+    monkeypatch.setattr(config, "_exact", False)
+    g = torch.Generator().manual_seed(0)
+    classes, b = 3, 64
+    pool = torch.randn(classes, 2 * b, 1, 28, 28, generator=g) + torch.arange(classes).view(-1, 1, 1, 1, 1)
+    syn = torch.randn(1, classes, 2, 1, 28, 28, generator=g, requires_grad=True)
+    w = torch.ones(1, classes, b)
+    for seed in range(3):
+        net = make_net("convnet", width=64, num_classes=classes, seed=seed).requires_grad_(False)
+        low, _ = C.real_embedding(net, torch.bfloat16)
+
+        def grad(real, embed_real=None):
+            loss = C.dm_loss(net.embed, real, w, syn, real_chunk=32, embed_real=embed_real)
+            return torch.autograd.grad(loss, syn)[0]
+
+        g32, g16, other = grad(pool[:, :b]), grad(pool[:, :b], low), grad(pool[:, b:])
+        rounding = (g16 - g32).norm() / g32.norm()
+        sampling = (other - g32).norm() / g32.norm()
+        assert rounding < 0.05 and rounding < sampling / 5, (float(rounding), float(sampling))
+
+
+def test_precision_choice(monkeypatch):
+    from dcprivacy import config
+    monkeypatch.delenv("DCPRIVACY_PRECISION", raising=False)
+    monkeypatch.setattr(config, "_exact", False)
+    assert config.fast_dtype("cpu", 128, "fp32") is None
+    assert config.fast_dtype("cpu", 16, "bf16") is torch.bfloat16
+    assert config.fast_dtype("cpu", 16) is None  # narrow networks: float32 (bfloat16 gained nothing there)
+    assert config.fast_dtype("cpu", 128) is (torch.bfloat16 if config._mkldnn_bf16() else None)
+    monkeypatch.setenv("DCPRIVACY_PRECISION", "fp32")
+    assert config.fast_dtype("cpu", 128) is None
+    monkeypatch.delenv("DCPRIVACY_PRECISION")
+    monkeypatch.setattr(config, "_exact", True)  # after exact_arithmetic(): float32 everywhere
+    assert config.fast_dtype("cpu", 128) is None
+    assert C.evaluation_arithmetic("cpu", 128, 1000) == ("fp32", True)
+    assert C.evaluation_arithmetic("cpu", 16, 1000) == ("fp32", False)
+    assert C.evaluation_arithmetic("cpu", 128, 100) == ("fp32", False)
+    with pytest.raises(ValueError, match="precision"):
+        config.fast_dtype("cpu", 128, "fp16")
+    x, y = _data()
+    syn = C.distribution_matching(x, y, ipc=1, iterations=1, batch_real=4, width=8, precision="bf16")
+    assert syn.config["precision"] == "bf16"
+
+
+def test_mixed_precision_training_is_statistically_indistinguishable():
+    """Mixed precision (bfloat16 autocast, compiled or not) trains models whose test accuracy is within the
+    spread of float32 models over seeds."""
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(4, 1, 28, 28, generator=g)
+    def draw(n):
+        y = torch.arange(n) % 4
+        return centres[y] + 1.5 * torch.randn(n, 1, 28, 28, generator=g), y
+    x, y = draw(40)
+    tx, ty = draw(400)
+    syn = C.SyntheticSet(x, y, torch.arange(40), "real-subset", {}, {})
+    kw = dict(models=4, epochs=30, augment=False, width=16)
+    fp32 = C.evaluate_synthetic(syn, tx, ty, precision="fp32", compile=False, **kw)
+    bf16 = C.evaluate_synthetic(syn, tx, ty, precision="bf16", compile=False, **kw)
+    assert fp32["precision"] == "fp32" and bf16["precision"] == "bf16"
+    a, b = torch.tensor(fp32["accuracies"]), torch.tensor(bf16["accuracies"])
+    spread = max(float(a.std()), float(b.std()), 0.01)
+    assert abs(float(a.mean() - b.mean())) < 3 * spread, (a, b)
+    assert float(b.mean()) > 0.5  # it learned
+
+
+def test_a_failing_compiler_falls_back_to_eager(monkeypatch):
+    from dcprivacy import train
+
+    def broken(fn):
+        def call(*a):
+            raise RuntimeError("no C++ compiler")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    x, y = _data(per_class=4)
+    factory = lambda s=None: make_net("convnet", width=4, num_classes=3, seed=s)
+    cfg = train.TrainConfig(epochs=2, batch_size=8)
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        a = train.train_models(factory, x, y, seeds=[0], config=cfg, compile=True)
+    b = train.train_models(factory, x, y, seeds=[0], config=cfg)
+    for k in a.params:
+        assert torch.equal(a.params[k], b.params[k]), k
+
+
 @pytest.mark.parametrize("vectorize", [True, False])
 def test_vectorized_gradient_matching_equals_the_per_class_loop(vectorize):
     net = make_net("convnet", width=8, num_classes=3, seed=0)

@@ -62,3 +62,29 @@ def test_flop_count():
     # conv1 32·32·128·9·2 + conv2 16·16·128·128·9·2 + conv3 8·8·128·128·9·2
     expected = 2 * 9 * (32 * 32 * 128 * 1 + 16 * 16 * 128 * 128 + 8 * 8 * 128 * 128)
     assert nets.conv_flops(nets.ConvNet()) == expected
+
+
+def test_pooling_equals_avg_pool2d_in_every_layout_and_under_vmap():
+    from dcprivacy.nets import AvgPool2x2
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 8, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    pool = AvgPool2x2()
+    want = torch.nn.functional.avg_pool2d(x, 2)
+    assert torch.allclose(pool(x), want, rtol=0, atol=1e-12)
+    assert torch.allclose(pool(x.contiguous(memory_format=torch.channels_last)), want, rtol=0, atol=1e-12)
+    stacked = torch.randn(4, 3, 5, 8, 8, generator=g, dtype=torch.float64)
+    assert torch.allclose(vmap(pool)(stacked), torch.nn.functional.avg_pool2d(stacked.flatten(0, 1), 2).view(4, 3, 5, 4, 4))
+    (grad,) = torch.autograd.grad(pool(x).sum(), x)
+    assert torch.equal(grad, torch.full_like(x, 0.25))
+
+
+def test_first_conv_stays_float32_under_autocast_only_while_trained():
+    net = nets.make_net("convnet", width=8, seed=0)
+    x = torch.randn(2, 1, 28, 28)
+    first = net.features[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert first(x).dtype == torch.float32  # trained: float32 (its bfloat16 weight gradient is slow)
+        assert net.features[4](first(x)).dtype == torch.bfloat16  # the next conv: bfloat16
+        first.requires_grad_(False)
+        assert first(x).dtype == torch.bfloat16  # frozen (DM's random extractor): bfloat16 like the rest
+    assert isinstance(first, torch.nn.Conv2d) and set(dict(net.named_parameters())) >= {"features.0.weight"}
