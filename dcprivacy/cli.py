@@ -129,8 +129,9 @@ def _condense_args(p: argparse.ArgumentParser):
     p.add_argument("--checkpoint", default=None, help="resume from / save to this file (.pt)")
     p.add_argument("--checkpoint-every", type=_int(1), default=None, metavar="N",
                    help="with --checkpoint: save every N iterations (default: a tenth of the run) and at the end")
-    p.add_argument("--compile", action="store_true",
-                   help="dm: run the embedding through torch.compile (pays off on long runs: see `bench condense`)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="dm: run the embeddings through torch.compile (default: on a CPU for width ≥ 64 and "
+                        "≥ 500 iterations; see `bench condense`)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="dm: the real images' embedding in bfloat16 (auto: on a CPU with native bfloat16, width ≥ 64)")
     p.add_argument("--evaluate", type=_int(0), default=0, metavar="MODELS",

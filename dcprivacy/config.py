@@ -304,6 +304,15 @@ def fast_dtype(device: torch.device | str | None, width: int, precision: str | N
     return torch.bfloat16 if native and width >= 64 and not _exact else None
 
 
+def compile_pays(device: torch.device | str | None, width: int, steps: int, at_least: int) -> bool:
+    """Whether the package compiles a ConvNet's step by default (``compile=None``): on a CPU (not the GPU
+    paths), for networks at least 64 channels wide and runs of at least ``at_least`` steps, where fusing
+    normalisation, ReLU and pooling (and bfloat16 casts) measured 1.3-1.5× faster per step and the
+    compilation (seconds on a warm cache, about 15-30 s on a cold one) is repaid."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    return device.type == "cpu" and not gpu_paths(device) and width >= 64 and steps >= at_least
+
+
 def _mkldnn_bf16() -> bool:
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -344,4 +353,4 @@ def progress(iterable=None, **kwargs):
 
 
 __all__ = ["Profile", "PROFILES", "PROFILE_NAMES", "get_profile", "profile_name", "default_device",
-           "gpu_paths", "fast_dtype", "PRECISIONS", "exact_arithmetic", "progress", "replace", "Tour", "Theory", "Condense", "MIA", "Nonlinear", "Visual", "DP"]
+           "gpu_paths", "fast_dtype", "compile_pays", "PRECISIONS", "exact_arithmetic", "progress", "replace", "Tour", "Theory", "Condense", "MIA", "Nonlinear", "Visual", "DP"]

@@ -287,13 +287,16 @@ def ch01_tour(p: Profile, dev: Device) -> Work:
 
 def appendix_fast(p: Profile, dev: Device) -> Work:
     """The appendix "How the code is fast": the same in every profile. It reads the recorded benchmarks
-    (results/bench/*.json, no work), trains 3 tiny models stacked and alone, and probes this machine's
+    (results/bench/*.json, no work), trains 3 tiny models stacked and alone, compares DM's gradient with a
+    bfloat16 and a float32 real side, and probes this machine's
     convolution speed once (:func:`dcprivacy.bench.conv_throughput` at width 128, batch 64, 16×16 maps:
     4 calls of a 4.8-GFLOP convolution in each layout and 4 of a 17-GFLOP GEMM — priced as convolution
     FLOPs, as the probe runs near the machine's peak, not at the narrow networks' fitted efficiency)."""
     check = 2 * train(50, 3, 3, width=8, batch_size=16, gpu_paths=False)  # stacked vs alone, tiny
     probe = Work(conv=2 * 4 * 2 * 64 * 128 * 128 * 9 * 16 * 16 + 4 * 2 * 2048 ** 3, steps=16)
-    return check.named("stacked check") + probe.named("conv throughput probe")
+    # bfloat16 against float32: on 2 networks of width 128, 3 DM gradients of 128 real images per class
+    rounding = 2 * dm(2, 3, 128, width=128)
+    return check.named("stacked check") + probe.named("conv throughput probe") + rounding.named("bfloat16 check")
 
 
 def ch02_condensation(p: Profile, dev: Device) -> Work:

@@ -187,7 +187,7 @@ def compiled_or_eager(fn: Callable) -> Callable:
             try:
                 return state["fn"](*args)
             except Exception as err:  # noqa: BLE001 - any compiler failure: run eagerly (a real error re-raises there)
-                warnings.warn(f"torch.compile failed ({type(err).__name__}: {str(err)[:200]}); training runs eagerly")
+                warnings.warn(f"torch.compile failed ({type(err).__name__}: {str(err)[:200]}); running eagerly")
                 state.update(fn=fn, compiled=False)
         return state["fn"](*args)
 

@@ -26,11 +26,12 @@ def test_bench_condense_times_the_function_condense_calls(monkeypatch, tmp_path)
     assert len(calls) == 1  # the command went through it
     r = bench.bench_condense(width=4, ipc=1, batch_real=4, iterations=1, per_class_pool=4, compile=False,
                              dc=False, shared=False)
-    assert len(calls) == 2  # and so did the benchmark, with the command's keywords
+    assert len(calls) == 3  # and so did the benchmark (timed, then profiled), with the command's keywords
     # (a checkpoint's file and cadence only matter when the command is given one)
     assert set(calls[0]) - {"compile", "checkpoint", "checkpoint_every"} <= set(calls[1])
     assert r["timed_function"] == "dcprivacy.condense.distribution_matching"
     assert r["dm_condense_s"] > 0 and r["dm_reference_s"] > 0 and r["dm_speedup_over_reference"] > 0
+    assert abs(sum(r["profile"].values()) - 1) < 0.01 and r["profile"]["convolutions"] > 0
 
 
 def test_bench_evaluate_times_the_function_evaluate_calls(monkeypatch, tmp_path):
@@ -40,7 +41,9 @@ def test_bench_evaluate_times_the_function_evaluate_calls(monkeypatch, tmp_path)
     assert cli.main(["evaluate", str(tmp_path / "s.pt"), "--models", "1", "--epochs", "1", "--width", "4"]) == 0
     assert len(calls) == 1
     r = bench.bench_evaluate(width=4, ipc=1, epochs=1, models=2, stacked=True)
-    assert len(calls) == 4  # timed against the reference, then stacked and one at a time
+    assert len(calls) == 5  # timed against the reference, profiled, then stacked and one at a time
+    assert abs(sum(r["profile"].values()) - 1) < 0.01
+    assert (r["precision"], r["compiled"]) == C.evaluation_arithmetic("cpu", 4, 1000)  # what `evaluate` picks
     assert r["timed_function"] == "dcprivacy.condense.evaluate_synthetic"
     assert r["evaluate_speedup_over_reference"] > 0 and r["stacked_speedup"] > 0
 
