@@ -70,14 +70,12 @@ class FirstConv(nn.Conv2d):
 
 
 class ConvNet(nn.Module):
-    """The ConvNet of Zhao et al. (DC), DSA and DM.
-
-    ``depth`` blocks of 3×3 conv → norm → ReLU → 2×2 average pool, then a linear head (:class:`FirstConv`
-    and :class:`AvgPool2x2` are a convolution and a pooling with a faster path on a CPU).
+    """The ConvNet of Zhao et al. (DC), DSA and DM: ``depth`` blocks of 3×3 conv → norm → ReLU → 2×2
+    average pool (:class:`FirstConv`, :class:`AvgPool2x2`: faster paths on a CPU), then a linear head.
     28×28 inputs (MNIST-like) are zero-padded by 3 in the first conv, so the maps are 32×32 as for
-    CIFAR-10. With the defaults (width 128, depth 3) the features are 128·4·4 = 2048 numbers.
-    There are no running statistics: ``instancenorm`` is ``GroupNorm(width, width)``, computed per image,
-    so a batch of many classes gives exactly what each class alone would.
+    CIFAR-10. With the defaults (width 128, depth 3) the features are 128·4·4 = 2048 numbers. No running
+    statistics: ``instancenorm`` is ``GroupNorm(width, width)``, computed per image, so a batch of many
+    classes gives exactly what each class alone would.
     """
 
     def __init__(self, channels: int = 1, num_classes: int = 10, width: int = 128, depth: int = 3,
