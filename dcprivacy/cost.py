@@ -294,8 +294,8 @@ def appendix_fast(p: Profile, dev: Device) -> Work:
     FLOPs, as the probe runs near the machine's peak, not at the narrow networks' fitted efficiency)."""
     check = 2 * train(50, 3, 3, width=8, batch_size=16, gpu_paths=False)  # stacked vs alone, tiny
     probe = Work(conv=2 * 4 * 2 * 64 * 128 * 128 * 9 * 16 * 16 + 4 * 2 * 2048 ** 3, steps=16)
-    # bfloat16 against float32: on 2 networks of width 128, 3 DM gradients of 128 real images per class
-    rounding = 2 * dm(2, 3, 128, width=128)
+    # bfloat16 against float32: on 2 networks of width 128, 3 DM gradients of 64 real images per class
+    rounding = 2 * dm(2, 3, 64, width=128)
     return check.named("stacked check") + probe.named("conv throughput probe") + rounding.named("bfloat16 check")
 
 
