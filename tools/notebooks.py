@@ -18,7 +18,6 @@ notebooks install and Colab opens. Everything else that names them is written fr
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import re
 import sys
@@ -345,7 +344,7 @@ class Converter:
             return f"${text}$"
         if name == "source":  # a link to a package function's whole source at the release (tools/source_link.py)
             title, path, obj = source_link.parse(text)
-            lines = _pyobject(ROOT / path, obj) if obj else None
+            lines = source_link.pyobject_lines(ROOT / path, obj) if obj else None
             return f"[{title or f'`{obj or path}`'}]({self.p.source(path, lines)})"
         if name == "term":  # a glossary term: its text (the glossary itself is a page of the site)
             return _split_label(text)[0] or text
@@ -455,20 +454,6 @@ def _quote(text: str) -> str:
     return "\n".join("> " + line if line else ">" for line in text.split("\n"))
 
 
-def _pyobject(path: Path, name: str) -> tuple[int, int]:
-    """First and last line of a top-level function or class (or ``Class.method``), decorators included."""
-    nodes = ast.parse(path.read_text()).body
-    node = None
-    for part in name.split("."):
-        node = next((n for n in nodes if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-                     and n.name == part), None)
-        if node is None:
-            raise KeyError(f"{path.name} has no {name}")
-        nodes = node.body
-    first = min([node.lineno] + [d.lineno for d in node.decorator_list])
-    return first, node.end_lineno
-
-
 EXCERPT_OPTIONS = ("start-at", "start-after", "end-at", "end-before", "lines", "dedent")
 
 
@@ -479,7 +464,7 @@ def excerpt(path: Path, options: dict) -> list[tuple[int, str]]:
     ``1-3,5,8-``), then ``:dedent:`` (that many columns, or the common indent when given no number)."""
     numbered = list(enumerate(path.read_text().splitlines(), 1))
     if "pyobject" in options:
-        first, last = _pyobject(path, options["pyobject"])
+        first, last = source_link.pyobject_lines(path, options["pyobject"])
         numbered = numbered[first - 1:last]
     for at, after, start in (("start-at", "start-after", True), ("end-at", "end-before", False)):
         key = at if at in options else after if after in options else None
