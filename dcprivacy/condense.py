@@ -340,8 +340,8 @@ def distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc: in
     a tenth of the run) and after the last one.
     ``compile``: run the embeddings through ``torch.compile`` (fuses normalisation, ReLU and pooling; pays
     a compilation of seconds to tens of seconds once). ``None`` (default): on a CPU for ConvNets at least 64
-    wide and runs of at least 500 iterations (:func:`dcprivacy.config.compile_pays`), where it measured about
-    1.4× faster per iteration. ``channels_last`` (default: on a CPU, for a ConvNet whose real side is in
+    wide and runs of at least 500 iterations (:func:`dcprivacy.config.compile_pays`); ``bench condense``
+    records both choices. ``channels_last`` (default: on a CPU, for a ConvNet whose real side is in
     float32) and ``real_chunk`` (default: 64 on a CPU, all at once on a GPU) change the memory layout and
     the order of work, not the result; ``python -m dcprivacy bench condense`` measures what they buy.
     ``precision``: the real side's arithmetic (:func:`dcprivacy.config.fast_dtype`: ``"auto"`` is bfloat16
@@ -610,7 +610,6 @@ def evaluation_arithmetic(device, width: int, epochs: int, precision: str = "aut
     for networks that wide and runs of at least 300 epochs (the protocol's 300 or 1000), where the
     compilation (seconds, more on a cold cache) is repaid many times. ``python -m dcprivacy bench evaluate``
     times exactly these settings against the reference."""
-    from .config import fast_dtype
     device = torch.device(device) if device is not None else torch.device("cpu")
     dtype = fast_dtype(device, width, precision)
     if compile is None:

@@ -307,8 +307,8 @@ def fast_dtype(device: torch.device | str | None, width: int, precision: str | N
 def compile_pays(device: torch.device | str | None, width: int, steps: int, at_least: int) -> bool:
     """Whether the package compiles a ConvNet's step by default (``compile=None``): on a CPU (not the GPU
     paths), for networks at least 64 channels wide and runs of at least ``at_least`` steps, where fusing
-    normalisation, ReLU and pooling (and bfloat16 casts) measured 1.3-1.5× faster per step and the
-    compilation (seconds on a warm cache, about 15-30 s on a cold one) is repaid."""
+    normalisation, ReLU and pooling (and bfloat16 casts) is faster per step and the compilation (seconds on
+    a warm cache, more on a cold one) is repaid (``bench condense`` and ``bench evaluate`` record both)."""
     device = torch.device(device) if device is not None else torch.device("cpu")
     return device.type == "cpu" and not gpu_paths(device) and width >= 64 and steps >= at_least
 
