@@ -197,7 +197,6 @@ class ReferenceDM:
 
     def __init__(self, images_all, labels_all, *, ipc=10, batch_real=256, width=128, strategy=None, seed=0):
         import numpy as np
-        from .nets import make_net
         self.np_rng, self.images_all = np.random.default_rng(seed), images_all
         labels = labels_all.cpu().numpy()
         self.num_classes = int(labels.max()) + 1
@@ -239,7 +238,6 @@ class ReferenceEvaluation:
     per-image parameters; loss and accuracy read back to the host every batch, as its ``epoch()`` does."""
 
     def __init__(self, images, labels, *, width=128, strategy=None, batch=256, seed=0):
-        from .nets import make_net
         torch.manual_seed(seed)
         self.net = _reference_convnet(channels=images.shape[1], num_classes=int(labels.max()) + 1,
                                       im_size=images.shape[-1], width=width).to(images.device)
@@ -274,13 +272,14 @@ def _stats(times: list[float], gflop: float, conv_gflops: float, prefix: str) ->
             f"{prefix}_fraction_of_conv_throughput": round(gflop / med / conv_gflops, 3)}
 
 
-def _interleaved(run_ours, reference, rounds: int, device: torch.device) -> tuple[list[float], list[float]]:
+def _interleaved(run_ours, reference, rounds: int, device: torch.device) -> tuple[list[float], list[float], float]:
     """Time the package's command path and the reference alternately (A, B, A, B, …) in one process.
 
     ``run_ours(iterations, callback)`` calls the command's own function with a per-iteration
     ``callback``; inside it, after each of our iterations, one reference iteration runs. Our time is the
     gap between one callback's end and the next one's start (the reference runs outside it); the first iteration
-    of each (warm-up: allocations, kernel choice) is not counted."""
+    of each (warm-up: allocations, kernel choice) is not counted, and our first is returned on its own:
+    ``(ours, reference, first_s)``, ``first_s`` the seconds to our first callback (set-up, compilation)."""
     ours, ref, last, first = [], [], [None], []
     started = time.perf_counter()
 
@@ -299,8 +298,7 @@ def _interleaved(run_ours, reference, rounds: int, device: torch.device) -> tupl
         last[0] = time.perf_counter()
 
     run_ours(rounds + 1, callback)
-    _interleaved.first_s = first[0] if first else None  # the untimed first iteration (set-up, compilation)
-    return ours, ref
+    return ours, ref, first[0]
 
 
 PROFILE_GROUPS = (  # (share name, substrings of profiler event names), first match wins
@@ -388,8 +386,7 @@ def bench_condense(*, width: int = 128, ipc: int = 10, batch_real: int = 256, it
     # what `condense --method dm` runs at the reference's 20000 iterations (compiled where that pays)
     protocol_iterations = 20000
     compiled = compile_pays(device, width, protocol_iterations, 500)
-    ours, ref = _interleaved(run(compiled), reference, iterations, device)
-    first_s = _interleaved.first_s
+    ours, ref, first_s = _interleaved(run(compiled), reference, iterations, device)
     result["cpu_allocator_keeps_freed_memory"] = cpu.keep_freed_memory() if device.type == "cpu" else None
     result.update(dm_compiled=compiled, protocol_iterations=protocol_iterations,
                   dm_first_iteration_s=round(first_s, 2))  # set-up and compilation
@@ -403,7 +400,7 @@ def bench_condense(*, width: int = 128, ipc: int = 10, batch_real: int = 256, it
     result["profile"] = profile_shares(lambda: run(compiled)(3, None), device)  # compiled graphs are cached
     if compile:  # the other choice too: eager if the default compiles, compiled if it does not
         other = "eager" if compiled else "compiled"
-        ours_o, ref_o = _interleaved(run(not compiled), reference, iterations, device)
+        ours_o, ref_o, _ = _interleaved(run(not compiled), reference, iterations, device)
         result.update(_stats(ours_o, dm_flops / 1e9, result["conv_gflops"], f"dm_condense_{other}"))
         result[f"dm_{other}_speedup_over_reference"] = round(statistics.median(ref_o) / statistics.median(ours_o), 3)
 
@@ -488,10 +485,10 @@ def bench_evaluate(*, width: int = 128, ipc: int = 10, epochs: int = 5, models: 
               "augment": DEFAULT_STRATEGY, "batch_size": 256, "epochs_timed": epochs,
               "timed_function": _qualname(ev), "reference": "DatasetCondensation utils.evaluate_synset (re-implemented)",
               "gflop_per_model_epoch": gflop, **conv_throughput(device, width=width)}
-    ours, ref = _interleaved(run, reference, epochs, device)
+    ours, ref, first_s = _interleaved(run, reference, epochs, device)
     result["cpu_allocator_keeps_freed_memory"] = cpu.keep_freed_memory() if device.type == "cpu" else None
     result.update(precision=precision, compiled=compiled, protocol_epochs=protocol_epochs,
-                  evaluate_first_epoch_s=round(_interleaved.first_s, 2))  # compilation included, once per model
+                  evaluate_first_epoch_s=round(first_s, 2))  # compilation included, once per model
     result.update(_stats(ours, gflop, result["conv_gflops"], "evaluate"))
     result.update(_stats(ref, gflop, result["conv_gflops"], "evaluate_reference"))
     result["evaluate_speedup_over_reference"] = round(statistics.median(ref) / statistics.median(ours), 3)
