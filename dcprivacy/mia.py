@@ -157,12 +157,15 @@ def _fit(s: np.ndarray, g: np.ndarray):
     return median, m2, np.broadcast_to(c, m2.shape)
 
 
-def _attack(s, m, x, attack: str, fixed_variance: bool, who: str = "") -> np.ndarray:
+def _attack(s, m, x, attack: str, fixed_variance: bool, who: str = "", out_shadows=None) -> np.ndarray:
     """Scores [T, n] of the targets' φ ``x`` [T, n, A] against the shadows ``s`` [S, n, A] with
-    membership ``m`` [S, n] (see :func:`lira`)."""
+    membership ``m`` [S, n] (see :func:`lira`). ``out_shadows`` [n] (offline only): use at most that
+    many OUT shadows per example, the first in run order (see :func:`leave_one_out`)."""
     if attack == "global":
         return x.mean(-1)
     g_in, g_out = _balanced(m) if attack == "online" else (m, ~m)
+    if attack == "offline" and out_shadows is not None:
+        g_out = g_out & (np.cumsum(g_out, 0) <= out_shadows)
     kinds = ("IN", "OUT") if attack == "online" else ("OUT",)  # offline never looks at IN models
     fits = [_fit(s, g_in if kind == "IN" else g_out) for kind in kinds]  # (median, m2, count)
     for (_, _, c), kind in zip(fits, kinds):
@@ -250,15 +253,23 @@ def leave_one_out(scores, members, *, attack: str = "online", fixed_variance: bo
     ``K`` runs' models on the pool, [K, n] or [K, n, A]; ``members``: bool [K, n], e.g. from
     :func:`membership_masks`. Returns an :class:`AttackResult` with ``K·n`` scores and labels
     ``members`` (see :func:`lira` for the attacks and the handling of few shadows). With LiRA masks
-    each example has ``K/2 − 1`` IN and ``K/2`` OUT shadows; the online attack uses ``K/2 − 1`` of
-    each, so it needs ``K ≥ 4``. One loop over the ``K`` targets, everything else vectorized."""
+    the other runs hold ``K/2 − 1`` IN and ``K/2`` OUT shadows of an example the target trained on, and
+    ``K/2`` IN and ``K/2 − 1`` OUT of one it did not. Both attacks use the same number of shadows
+    whatever the target's label: the online attack ``K/2 − 1`` of each kind (:func:`_balanced`), so it
+    needs ``K ≥ 4``; the offline attack ``K/2 − 1`` OUT shadows (in general, one fewer than the
+    example's OUT runs), the first in run order — otherwise non-members' OUT centres would come from
+    one shadow fewer, be noisier, and score differently from members' with no signal at all.
+    One loop over the ``K`` targets (its row deleted, the shadows' medians fitted afresh), everything
+    else vectorized."""
     _check_attack(attack)
     s = _runs_array(scores, "scores")
     m = _mask_array(members, s.shape[:2], "members")
     if s.shape[0] < 2:
         raise ValueError(f"scores has {s.shape[0]} run(s): leave-one-out needs at least 2 (one target, one shadow)")
+    out_shadows = (~m).sum(0) - 1 if attack == "offline" else None  # what a non-member's target leaves
     out = np.stack([_attack(np.delete(s, t, 0), np.delete(m, t, 0), s[t:t + 1], attack, fixed_variance,
-                            f" (target {t})")[0] for t in range(s.shape[0])])  # each run the target once, the others its shadows
+                            f" (target {t})", out_shadows)[0]
+                    for t in range(s.shape[0])])  # each run the target once, the others its shadows
     if name is None:
         name = attack + (" (fixed variance)" if fixed_variance and attack != "global" else "")
     return AttackResult(name, out.ravel(), m.ravel().copy(), runs=s.shape[0])
