@@ -151,30 +151,43 @@ def _naive_ci(s, lab, fprs, resamples, seed, level, max_elements):
     return _quantiles(parts, level)
 
 
+def _pigeonhole(K: int, n: int, resamples: int, seed: int, batch: int):
+    """The resamples of the clustered bootstrap, in batches: (times each run was drawn [b, K], times each
+    example was drawn [b, n]). Drawn one resample at a time, so the same resamples whatever the batch."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, int(resamples), batch):
+        draws = [(rng.integers(0, K, K), rng.integers(0, n, n)) for _ in range(min(batch, int(resamples) - start))]
+        yield _counts(np.stack([r for r, _ in draws]), K), _counts(np.stack([e for _, e in draws]), n)
+
+
+class _Weighted:
+    """The metrics of one score grid [runs, examples] (its kept pairs) under pigeonhole weights: pair (k, j)
+    counts (draws of run k)·(draws of example j) times."""
+
+    def __init__(self, s, lab, keep, fprs):
+        self.run_of, self.ex_of = np.nonzero(keep)  # the kept pairs, run-major
+        self.values, self.group = np.unique(s[keep], return_inverse=True)
+        self.pos, self.fprs = lab[keep], fprs
+        self.size = len(self.values) + len(self.group)  # the memory of one resample, in elements
+
+    def __call__(self, runs: np.ndarray, examples: np.ndarray) -> dict[str, np.ndarray]:
+        b, U = runs.shape[0], len(self.values)
+        w = runs[:, self.run_of] * examples[:, self.ex_of]  # [b, P]
+        flat = (self.group + U * np.arange(b)[:, None]).ravel()
+        cp = np.bincount(flat, (w * self.pos).ravel(), b * U).reshape(b, U)
+        cn = np.bincount(flat, (w * ~self.pos).ravel(), b * U).reshape(b, U)
+        ok = (cp.sum(1) > 0) & (cn.sum(1) > 0)  # a resample without members or non-members scores nothing
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = _from_counts(cp, cn, self.fprs)
+        return {key: np.where(ok, v, np.nan) for key, v in out.items()}
+
+
 def _clustered_ci(s, lab, keep, fprs, resamples, seed, level, max_elements):
     """Runs and examples resampled with replacement; pair (k, j) weighs (draws of run k)·(draws of example j)."""
     K, n = s.shape
-    run_of, ex_of = np.nonzero(keep)  # the kept pairs, run-major
-    values, group = np.unique(s[keep], return_inverse=True)
-    pos = lab[keep]
-    U, P = len(values), len(group)
-    rng = np.random.default_rng(seed)
-    batch = max(1, int(max_elements) // (U + P))
-    parts = []
-    for start in range(0, int(resamples), batch):
-        b = min(batch, int(resamples) - start)
-        draws = [(rng.integers(0, K, K), rng.integers(0, n, n)) for _ in range(b)]  # batch-free: one resample at a time
-        runs = _counts(np.stack([r for r, _ in draws]), K)  # [b, K] times each run was drawn
-        examples = _counts(np.stack([e for _, e in draws]), n)  # [b, n]
-        w = runs[:, run_of] * examples[:, ex_of]  # [b, P]
-        flat = (group + U * np.arange(b)[:, None]).ravel()
-        cp = np.bincount(flat, (w * pos).ravel(), b * U).reshape(b, U)
-        cn = np.bincount(flat, (w * ~pos).ravel(), b * U).reshape(b, U)
-        ok = (cp.sum(1) > 0) & (cn.sum(1) > 0)  # a resample without members or non-members scores nothing
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out = _from_counts(cp, cn, fprs)
-        parts.append({key: np.where(ok, v, np.nan) for key, v in out.items()})
-    return _quantiles(parts, level)
+    weighted = _Weighted(s, lab, keep, fprs)
+    batch = max(1, int(max_elements) // weighted.size)
+    return _quantiles([weighted(r, e) for r, e in _pigeonhole(K, n, resamples, seed, batch)], level)
 
 
 def bootstrap_ci(scores, labels, *, fprs=(1e-3, 1e-2), resamples: int = 1000, seed: int = 0,
@@ -224,4 +237,151 @@ def summary(scores, labels, *, fprs=(1e-3, 1e-2), bootstrap: int = 200, seed: in
     return out
 
 
-__all__ = ["roc", "auc", "tpr_at_fpr", "balanced_accuracy", "bootstrap_ci", "summary", "BOOTSTRAPS"]
+# ---- paired comparisons and equivalence -------------------------------------------------------------
+
+def paired_bootstrap(grids: dict, *, fprs=(1e-3, 1e-2), resamples: int = 2000, seed: int = 0,
+                     max_elements: int = 2 ** 22) -> tuple[dict, dict, np.ndarray]:
+    """The clustered bootstrap of several attacks on **one** experiment, paired: every resample draws one
+    set of runs and one set of pool examples, and all the grids are scored on that same draw.
+
+    ``grids``: ``{name: (scores, labels)}`` or ``{name: (scores, labels, keep)}``, each [runs, examples]
+    over the *same* K runs and n examples (e.g. several pipelines trained on one pool with one set of LiRA
+    masks). Scores that share runs and examples are not independent: an example that is easy to attack in
+    one pipeline tends to be in another, a run's members are the same in every pipeline. Resampling them
+    together keeps that dependence in every difference computed from the result, which is what makes a
+    paired interval narrower — and right — where two marginal intervals are not.
+
+    Returns ``(estimate, samples, runs)``: ``estimate[name][metric]`` on the data as they are,
+    ``samples[name][metric]`` [resamples] (NaN where a resample drew no member or no non-member), and
+    ``runs`` [resamples, K], how often each run was drawn (to resample per-run quantities, e.g. test
+    accuracy, the same way). The resamples are those of :func:`bootstrap_ci` with the same ``seed``."""
+    fprs = _check_fprs(fprs)
+    _check_ci(resamples, 0.95, "clustered")
+    if not grids:
+        raise ValueError("grids: give at least one {name: (scores, labels)}")
+    weighted, shape = {}, None
+    for name, g in grids.items():
+        if not isinstance(g, (tuple, list)) or len(g) not in (2, 3):
+            raise ValueError(f"grids[{name!r}]: expected (scores, labels) or (scores, labels, keep)")
+        s, lab, k = _grid(g[0], g[1], g[2] if len(g) == 3 else None)
+        if shape is not None and s.shape != shape:
+            raise ValueError(f"grids[{name!r}] has shape {s.shape}, the first grid {shape}: a paired bootstrap "
+                             f"needs the same runs and examples in every grid")
+        shape = s.shape
+        weighted[name] = _Weighted(s, lab, k, fprs)
+    K, n = shape
+    one = (np.ones((1, K)), np.ones((1, n)))
+    estimate = {name: {key: float(v[0]) for key, v in w(*one).items()} for name, w in weighted.items()}
+    batch = max(1, int(max_elements) // sum(w.size for w in weighted.values()))
+    parts, runs = {name: [] for name in grids}, []
+    for r, e in _pigeonhole(K, n, resamples, seed, batch):
+        runs.append(r)
+        for name, w in weighted.items():
+            parts[name].append(w(r, e))
+    samples = {name: {key: np.concatenate([p[key] for p in ps]) for key in ps[0]} for name, ps in parts.items()}
+    return estimate, samples, np.concatenate(runs)
+
+
+def _interp_rows(x: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Row by row, the piecewise-linear curve through (xs[b], ys[b]) [B, S] (in any order) at x[b]; held at
+    its end values outside its range, as ``np.interp``."""
+    order = np.argsort(xs, 1)
+    xs, ys = np.take_along_axis(xs, order, 1), np.take_along_axis(ys, order, 1)
+    i = np.clip((xs <= x[:, None]).sum(1) - 1, 0, xs.shape[1] - 2)[:, None]
+    x0, x1 = np.take_along_axis(xs, i, 1)[:, 0], np.take_along_axis(xs, i + 1, 1)[:, 0]
+    y0, y1 = np.take_along_axis(ys, i, 1)[:, 0], np.take_along_axis(ys, i + 1, 1)[:, 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.clip(np.where(x1 > x0, (x - x0) / (x1 - x0), 0.0), 0, 1)
+    return y0 + t * (y1 - y0)
+
+
+def curve_difference(grids: dict, accuracy: dict, point: str, curve, *, fprs=(1e-3, 1e-2),
+                     resamples: int = 2000, seed: int = 0, max_elements: int = 2 ** 22) -> dict:
+    """How much more an attack finds against pipeline ``point`` than against a curve of baselines, read at
+    ``point``'s accuracy — with a paired clustered bootstrap of the difference.
+
+    ``grids`` as for :func:`paired_bootstrap` (``point`` and every name in ``curve`` among them);
+    ``accuracy``: ``{name: [K]}`` each run's test accuracy. For every metric (``auc``,
+    ``balanced_accuracy``, ``tpr@<fpr>``) the difference is ``metric(point) − c(acc(point))``, where ``c``
+    interpolates linearly between the curve's (accuracy, metric) points, accuracy being the mean over the
+    runs. In each resample the same runs and examples are drawn for every grid and the runs' accuracies
+    are averaged with the same draws, so the point, the curve and both accuracies move together.
+
+    Returns ``{metric: {"estimate": d, "samples": [resamples]}}`` and ``"accuracy"``: ``{"point": a,
+    "curve": [a_1, …] (in the order of curve), "inside": whether a lies within the curve's range,
+    "outside_share": the share of resamples whose point lies outside it (the curve is then held at its
+    end, never extrapolated)}``."""
+    curve = list(curve)
+    if point in curve or len(curve) < 2:
+        raise ValueError(f"curve={curve}: give two or more baselines, not including the point {point!r}")
+    missing = [p for p in [point, *curve] if p not in grids or p not in accuracy]
+    if missing:
+        raise ValueError(f"{missing}: every pipeline of the comparison needs a grid and per-run accuracies")
+    names = [point, *curve]
+    estimate, samples, runs = paired_bootstrap({p: grids[p] for p in names}, fprs=fprs, resamples=resamples,
+                                               seed=seed, max_elements=max_elements)
+    acc = {p: np.asarray(accuracy[p], dtype=np.float64).ravel() for p in names}
+    if any(a.shape != (runs.shape[1],) for a in acc.values()):
+        raise ValueError(f"accuracy: one value per run ({runs.shape[1]}) for every pipeline")
+    mean = {p: float(a.mean()) for p, a in acc.items()}
+    resampled = {p: runs @ a / runs.sum(1) for p, a in acc.items()}  # [B]
+
+    out = {}
+    for key in estimate[point]:
+        d = estimate[point][key] - _interp_rows(np.array([mean[point]]), np.array([[mean[c] for c in curve]]),
+                                                np.array([[estimate[c][key] for c in curve]]))[0]
+        ds = samples[point][key] - _interp_rows(resampled[point], np.stack([resampled[c] for c in curve], 1),
+                                                np.stack([samples[c][key] for c in curve], 1))
+        out[key] = {"estimate": float(d), "samples": ds}
+    lo = np.min([resampled[c] for c in curve], 0)
+    hi = np.max([resampled[c] for c in curve], 0)
+    xs = [mean[c] for c in curve]
+    out["accuracy"] = {"point": mean[point], "curve": xs, "inside": min(xs) <= mean[point] <= max(xs),
+                       "outside_share": float(np.mean((resampled[point] < lo) | (resampled[point] > hi)))}
+    return out
+
+
+VERDICTS = ("less", "more", "equivalent", "not distinguishable")
+
+
+def equivalence_test(estimate: float, samples, margin: float, *, alpha: float = 0.05, tests: int = 1,
+                     power: float = 0.8) -> dict:
+    """One comparison's verdict from bootstrap ``samples`` of a difference, at family-wise level ``alpha``
+    over ``tests`` comparisons (Bonferroni: each at ``alpha / tests``).
+
+    - **difference**: the two-sided percentile interval at level ``1 − alpha/tests``; it excludes 0 →
+      ``"less"`` (below 0) or ``"more"`` (above);
+    - **equivalence** (two one-sided tests, TOST): the percentile interval at level ``1 − 2·alpha/tests``
+      lies inside ``(−margin, +margin)`` → ``"equivalent"`` (within ±``margin``);
+    - neither → ``"not distinguishable"`` (at this amount of data).
+
+    A difference that is significant *and* inside the margin is reported as ``"less"``/``"more"``, with
+    ``within_margin`` True. The two tests guard different errors — calling a null difference real, and
+    calling a difference of ``margin`` or more negligible — each at most ``alpha / tests``.
+
+    ``power``: the smallest difference the comparison detects with this probability, ``detectable`` =
+    (z_{1−α'/2} + z_power)·SE, SE the bootstrap standard deviation (a normal approximation). Returns a
+    dict: ``verdict`` (one of ``VERDICTS``), ``estimate``, ``ci``, ``tost_ci``, ``se``, ``detectable``,
+    ``within_margin``, ``margin``, ``level`` (of ``ci``)."""
+    from scipy.stats import norm
+    if not margin > 0:
+        raise ValueError(f"margin={margin}: the equivalence margin must be > 0, declared before looking at the data")
+    if not 0 < alpha < 1 or int(tests) < 1:
+        raise ValueError(f"alpha={alpha}, tests={tests}: need 0 < alpha < 1 and at least one test")
+    x = np.asarray(samples, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if x.size < 2:
+        raise ValueError("samples: need at least two finite bootstrap samples of the difference")
+    a = alpha / int(tests)
+    ci = tuple(float(v) for v in np.quantile(x, [a / 2, 1 - a / 2]))
+    tost = tuple(float(v) for v in np.quantile(x, [a, 1 - a]))
+    within = -margin < tost[0] and tost[1] < margin
+    verdict = "less" if ci[1] < 0 else "more" if ci[0] > 0 else "equivalent" if within else "not distinguishable"
+    se = float(x.std(ddof=1))
+    return {"verdict": verdict, "estimate": float(estimate), "ci": ci, "tost_ci": tost, "se": se,
+            "detectable": float((norm.ppf(1 - a / 2) + norm.ppf(power)) * se), "within_margin": bool(within),
+            "margin": float(margin), "level": 1 - a}
+
+
+__all__ = ["roc", "auc", "tpr_at_fpr", "balanced_accuracy", "bootstrap_ci", "summary", "BOOTSTRAPS",
+           "paired_bootstrap", "curve_difference", "equivalence_test", "VERDICTS"]
