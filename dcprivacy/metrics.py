@@ -295,29 +295,31 @@ def _interp_rows(x: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     return y0 + t * (y1 - y0)
 
 
-def curve_difference(grids: dict, accuracy: dict, point: str, curve, *, fprs=(1e-3, 1e-2),
+def curve_difference(grids: dict, accuracy: dict, points, curve, *, fprs=(1e-3, 1e-2),
                      resamples: int = 2000, seed: int = 0, max_elements: int = 2 ** 22) -> dict:
-    """How much more an attack finds against pipeline ``point`` than against a curve of baselines, read at
-    ``point``'s accuracy — with a paired clustered bootstrap of the difference.
+    """How much more an attack finds against each pipeline of ``points`` than against a curve of baselines,
+    read at that pipeline's accuracy — with a paired clustered bootstrap of the difference.
 
-    ``grids`` as for :func:`paired_bootstrap` (``point`` and every name in ``curve`` among them);
+    ``grids`` as for :func:`paired_bootstrap` (every name of ``points`` and ``curve`` among them);
     ``accuracy``: ``{name: [K]}`` each run's test accuracy. For every metric (``auc``,
-    ``balanced_accuracy``, ``tpr@<fpr>``) the difference is ``metric(point) − c(acc(point))``, where ``c``
+    ``balanced_accuracy``, ``tpr@<fpr>``) the difference is ``metric(p) − c(acc(p))``, where ``c``
     interpolates linearly between the curve's (accuracy, metric) points, accuracy being the mean over the
     runs. In each resample the same runs and examples are drawn for every grid and the runs' accuracies
-    are averaged with the same draws, so the point, the curve and both accuracies move together.
+    are averaged with the same draws, so a point, the curve and their accuracies move together.
 
-    Returns ``{metric: {"estimate": d, "samples": [resamples]}}`` and ``"accuracy"``: ``{"point": a,
-    "curve": [a_1, …] (in the order of curve), "inside": whether a lies within the curve's range,
-    "outside_share": the share of resamples whose point lies outside it (the curve is then held at its
-    end, never extrapolated)}``."""
-    curve = list(curve)
-    if point in curve or len(curve) < 2:
-        raise ValueError(f"curve={curve}: give two or more baselines, not including the point {point!r}")
-    missing = [p for p in [point, *curve] if p not in grids or p not in accuracy]
+    Returns ``{p: {metric: {"estimate": d, "samples": [resamples]}, "accuracy": {...}}}`` for each ``p`` of
+    ``points``, where ``"accuracy"`` holds ``"point"`` (p's mean accuracy), ``"curve"`` (the baselines',
+    in the order of ``curve``), ``"inside"`` (whether p lies within the curve's range) and
+    ``"outside_share"`` (the share of resamples in which it does not: there the curve is held at its end,
+    never extrapolated)."""
+    points, curve = [points] if isinstance(points, str) else list(points), list(curve)
+    if len(curve) < 2 or set(points) & set(curve) or not points:
+        raise ValueError(f"points={points}, curve={curve}: give one or more points and two or more baselines, "
+                         f"none of them both")
+    names = [*points, *curve]
+    missing = [p for p in names if p not in grids or p not in accuracy]
     if missing:
         raise ValueError(f"{missing}: every pipeline of the comparison needs a grid and per-run accuracies")
-    names = [point, *curve]
     estimate, samples, runs = paired_bootstrap({p: grids[p] for p in names}, fprs=fprs, resamples=resamples,
                                                seed=seed, max_elements=max_elements)
     acc = {p: np.asarray(accuracy[p], dtype=np.float64).ravel() for p in names}
@@ -325,19 +327,19 @@ def curve_difference(grids: dict, accuracy: dict, point: str, curve, *, fprs=(1e
         raise ValueError(f"accuracy: one value per run ({runs.shape[1]}) for every pipeline")
     mean = {p: float(a.mean()) for p, a in acc.items()}
     resampled = {p: runs @ a / runs.sum(1) for p, a in acc.items()}  # [B]
-
-    out = {}
-    for key in estimate[point]:
-        d = estimate[point][key] - _interp_rows(np.array([mean[point]]), np.array([[mean[c] for c in curve]]),
-                                                np.array([[estimate[c][key] for c in curve]]))[0]
-        ds = samples[point][key] - _interp_rows(resampled[point], np.stack([resampled[c] for c in curve], 1),
-                                                np.stack([samples[c][key] for c in curve], 1))
-        out[key] = {"estimate": float(d), "samples": ds}
-    lo = np.min([resampled[c] for c in curve], 0)
-    hi = np.max([resampled[c] for c in curve], 0)
     xs = [mean[c] for c in curve]
-    out["accuracy"] = {"point": mean[point], "curve": xs, "inside": min(xs) <= mean[point] <= max(xs),
-                       "outside_share": float(np.mean((resampled[point] < lo) | (resampled[point] > hi)))}
+    lo, hi = np.min([resampled[c] for c in curve], 0), np.max([resampled[c] for c in curve], 0)
+    out = {}
+    for p in points:
+        out[p] = {}
+        for key in estimate[p]:
+            d = estimate[p][key] - _interp_rows(np.array([mean[p]]), np.array([xs]),
+                                                np.array([[estimate[c][key] for c in curve]]))[0]
+            ds = samples[p][key] - _interp_rows(resampled[p], np.stack([resampled[c] for c in curve], 1),
+                                                np.stack([samples[c][key] for c in curve], 1))
+            out[p][key] = {"estimate": float(d), "samples": ds}
+        out[p]["accuracy"] = {"point": mean[p], "curve": xs, "inside": min(xs) <= mean[p] <= max(xs),
+                              "outside_share": float(np.mean((resampled[p] < lo) | (resampled[p] > hi)))}
     return out
 
 

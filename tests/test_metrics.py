@@ -224,7 +224,7 @@ def test_curve_difference_finds_a_planted_difference_and_pairing_narrows_it():
         grids, acc = _pipelines(2, masks, {"point": signal or 0, "c0": 0.6, "c1": 0.6, "c2": 0.6}, CURVE_ACC)
         if signal is None:  # no membership signal at all: members score as non-members
             grids["point"] = (np.random.default_rng(9).normal(size=masks.shape), masks)
-        out = metrics.curve_difference(grids, acc, "point", ["c0", "c1", "c2"], fprs=(0.01,), resamples=200)
+        out = metrics.curve_difference(grids, acc, ["point"], ["c0", "c1", "c2"], fprs=(0.01,), resamples=200)["point"]
         assert out["accuracy"]["inside"] and out["accuracy"]["outside_share"] < 0.05
         for key in ("auc", "tpr@0.01"):
             v = metrics.equivalence_test(out[key]["estimate"], out[key]["samples"], margin=0.01, tests=2)
@@ -232,7 +232,7 @@ def test_curve_difference_finds_a_planted_difference_and_pairing_narrows_it():
             assert v["ci"][0] <= v["estimate"] <= v["ci"][1] and v["level"] == 1 - 0.05 / 2
     # pairing: the difference's interval against marginal ones, for a point with the curve's own signal
     grids, acc = _pipelines(3, masks, {"point": 0.3, "c0": 0.3, "c1": 0.3, "c2": 0.3}, CURVE_ACC)
-    out = metrics.curve_difference(grids, acc, "point", ["c0", "c1", "c2"], fprs=(0.01,), resamples=200)
+    out = metrics.curve_difference(grids, acc, ["point"], ["c0", "c1", "c2"], fprs=(0.01,), resamples=200)["point"]
     _, samples, _ = metrics.paired_bootstrap(grids, fprs=(0.01,), resamples=200)
     marginal = np.hypot(samples["point"]["auc"].std(), 0.5 * np.hypot(samples["c1"]["auc"].std(),
                                                                       samples["c2"]["auc"].std()))
@@ -250,8 +250,8 @@ def test_curve_difference_null_rejects_at_most_at_its_level():
     draws = 50
     for d in range(draws):
         grids, acc = _pipelines(100 + d, masks, {"point": 0.3, "c0": 0.3, "c1": 0.3, "c2": 0.3}, CURVE_ACC)
-        out = metrics.curve_difference(grids, acc, "point", ["c0", "c1", "c2"], fprs=(0.01,), resamples=100,
-                                       seed=d)
+        out = metrics.curve_difference(grids, acc, ["point"], ["c0", "c1", "c2"], fprs=(0.01,), resamples=100,
+                                       seed=d)["point"]
         for key in rejected:
             rejected[key] += metrics.equivalence_test(out[key]["estimate"], out[key]["samples"],
                                                       margin=1.0)["verdict"] in ("less", "more")
