@@ -333,6 +333,11 @@ def run_subset_sweep(ds, cfg: MIA, *, sizes: Sequence[int] | None = None, seed: 
         raise ValueError(f"sizes={sizes}: give one or more positive numbers of images per class")
     key = hashlib.sha256(repr((asdict(cfg), sizes, seed, query, ds.name, _code_fingerprint())).encode()).hexdigest()[:20]
     path = cache_dir() / "experiments" / f"subsets-{key}.pt"
+    if exp is not None:  # the baseline is compared with exp's pipelines run by run, example by example
+        _, _, masks, _, _, pool_idx = _attack_data(ds, cfg, seed, "cpu", with_pool=True)
+        if not (torch.equal(masks, exp.masks.cpu()) and torch.equal(pool_idx.cpu(), exp.pool_idx.cpu())):
+            raise ValueError("exp: drawn with another pool or other masks than cfg and seed give; pass the "
+                             "experiment of run_experiment(ds, cfg, seed=seed)")
     if cache and path.exists():
         from .files import FileError
         try:
@@ -387,6 +392,27 @@ def group_summary(result, group: torch.Tensor | None = None, *, bootstrap: int =
     keep = None if group is None else \
         (torch.as_tensor(group, dtype=torch.bool) | ~torch.as_tensor(labels, dtype=torch.bool)).numpy()
     return metrics.summary(scores, labels, keep=keep, fprs=fprs, bootstrap=bootstrap, seed=seed, method=method)
+
+
+def strongest_attack(runs: PipelineRuns, masks: torch.Tensor, y: torch.Tensor, examples, *, fpr: float = 1e-2,
+                     names: Sequence[str] | None = None) -> tuple[str, dict]:
+    """The attack (of ``names``, default every one in ``ATTACKS``) that finds the most members of ``runs``
+    at ``fpr`` FPR — ties broken by the AUC — judged on the pool ``examples`` only (bool [pool] or indices).
+
+    Choosing the attack on the same scores that a test then uses would favour whichever attack was lucky
+    on them; judged on a part of the pool that the test leaves out, the choice is independent of the
+    test's examples. Returns the name and ``{name: AttackResult}`` of every attack, on the whole pool."""
+    from . import metrics
+    names = list(ATTACKS if names is None else names)
+    pick = torch.zeros(masks.shape[1], dtype=torch.bool)
+    pick[torch.as_tensor(examples).cpu()] = True
+    results, rank = {}, {}
+    for name in names:
+        results[name] = attack(runs, masks, y, name)
+        s, lab = results[name].per_run()
+        s, lab = s[:, pick.numpy()], lab[:, pick.numpy()]
+        rank[name] = (metrics.tpr_at_fpr(s, lab, fpr), metrics.auc(s, lab))
+    return max(names, key=lambda n: rank[n]), results
 
 
 # --- differentially private pipelines (chapter 8) ------------------------------------------------------

@@ -119,3 +119,31 @@ def test_subset_sweep_nests_the_subsets(fashion):
     for ipc, r in sweep.items():
         assert (r.train_size == 10 * ipc).all() and torch.equal(r.init_mask.sum(1), r.train_size)
     assert (sweep[1].init_mask <= sweep[2].init_mask).all()  # nested: the 1 per class are among the 2
+
+
+def test_subset_sweep_refuses_an_experiment_of_other_masks(fashion):
+    from dataclasses import replace
+    cfg = replace(CFG, pool=120, runs=4, subset_sizes=(1, 2), test_size=50)
+    _, y, masks, _, _, pool_idx = P._attack_data(fashion, cfg, 0, "cpu", with_pool=True)
+    other = P.Experiment(pool_idx, y.cpu(), masks.flip(0), {}, {})  # the same pool, the runs' masks swapped
+    with pytest.raises(ValueError, match="other masks"):
+        P.run_subset_sweep(fashion, cfg, cache=False, exp=other, log=lambda _: None)
+
+
+def test_strongest_attack_is_judged_on_the_chosen_examples_only():
+    """Members' φ rise with their membership on the first half of the pool (every LiRA variant finds them);
+    on the second half only their loss does (logits of members favour their label). Judged on the first
+    half, a LiRA variant wins; on the second, the loss attack."""
+    g = torch.Generator().manual_seed(0)
+    K, n = 8, 400
+    masks = membership_masks(K, n, seed=0)
+    first = torch.arange(n) < n // 2
+    y = torch.randint(0, 10, (n,), generator=g)
+    scores = torch.randn(K, n, 2, generator=g, dtype=torch.float64) + 3.0 * (masks & first)[..., None]
+    logits = torch.randn(K, n, 10, generator=g)
+    logits[masks & ~first] += 6.0 * torch.nn.functional.one_hot(y, 10)[None].expand(K, n, 10)[masks & ~first]
+    runs = P.PipelineRuns("fake", list(range(K)), scores, logits, torch.full((K,), 0.5),
+                          torch.zeros(K, n, dtype=torch.bool), torch.full((K,), n // 2))
+    best, results = P.strongest_attack(runs, masks, y, first)
+    assert best.startswith("lira") and set(results) == set(P.ATTACKS)
+    assert P.strongest_attack(runs, masks, y, (~first).nonzero().flatten())[0] == "loss"
