@@ -79,8 +79,10 @@ class Device:
 # Host work (the CPU beside the accelerator; the same on every device in this table), measured on
 # this project's 2-core CPU: metrics.summary with 200 resamples of 16 000 scores took 0.21 s
 # (6.6e-8 s per score and resample); scikit-image SSIM of one 28×28 pair 0.4 ms; one Opacus PRV
-# calibration of σ 1.5–5.5 s, one ε evaluation 0.15 s.
-HOST = dict(bootstrap_element=6.6e-8, ssim_pair=4e-4, calibration=3.0, epsilon=0.15)
+# calibration of σ 1.5–5.5 s, one ε evaluation 0.15 s. Leave-one-out LiRA (mia.leave_one_out), per target ×
+# shadow × example × query: 2e-8 s (16 runs × 1000 examples × 2 queries, 0.013–0.031 s of process time on a
+# loaded machine, scaled by that machine's ratio to the bootstrap figure above; to re-measure on a quiet one).
+HOST = dict(bootstrap_element=6.6e-8, ssim_pair=4e-4, calibration=3.0, epsilon=0.15, lira_element=2e-8)
 
 DEVICE_TABLE: dict[str, Device] = {
     # 2 CPU cores (this project's CI machine and Colab's CPU runtime). Peak: the convolution throughput
@@ -241,6 +243,11 @@ def bootstrap(scores: float, resamples: int, summaries: int = 1) -> Work:
     return Work(host=HOST["bootstrap_element"] * scores * max(resamples, 1) * summaries)
 
 
+def lira(runs: int, pool: int, attacks: int = 1, queries: int = 2) -> Work:
+    """``attacks`` leave-one-out attacks (:func:`dcprivacy.pipelines.attack`) on ``runs`` runs of ``pool`` examples."""
+    return Work(host=HOST["lira_element"] * runs * (runs - 1) * pool * queries * attacks)
+
+
 def ssim(pairs: float) -> Work:
     """scikit-image SSIM of ``pairs`` 28×28 image pairs (:mod:`dcprivacy.visual`), on the host."""
     return Work(host=HOST["ssim_pair"] * pairs)
@@ -350,7 +357,9 @@ def ch03_linear_bound(p: Profile, dev: Device) -> Work:
 def ch04_membership_inference(p: Profile, dev: Device) -> Work:
     cfg = p.mia
     attacks = bootstrap(cfg.runs * cfg.pool, cfg.bootstrap, 3 * len(cfg.pipelines)).named("attacks")
-    return mia_experiment(cfg, gpu_paths=dev.gpu_paths) + attacks
+    condensed = sum(p_ not in ("real", "subset") for p_ in cfg.pipelines)
+    verdict = bootstrap(cfg.runs * cfg.pool, 5 * cfg.bootstrap, condensed + 1).named("paired verdict")
+    return mia_experiment(cfg, gpu_paths=dev.gpu_paths) + attacks + verdict
 
 
 def _ch05_own(cfg) -> Work:
@@ -361,16 +370,24 @@ def ch05_no_free_lunch(p: Profile, dev: Device) -> Work:
     """Chapter 5's own work; it re-creates chapter 4's experiment when the cache is empty (see ``RECREATES``).
 
     Beyond re-reading chapter 4's scores: the subset-size sweep (:func:`dcprivacy.pipelines.run_subset_sweep`:
-    K ``subset`` runs at every size of ``cfg.subset_sizes`` but ``cfg.ipc``, which chapter 4 trained) and one
-    attack summary per point of the privacy–utility frontier (every size, the real pipeline, the condensed
-    ones) and per group of the subset's members (trained on / not, online and offline).
+    K ``subset`` runs at every size of ``cfg.subset_sizes`` but ``cfg.ipc``, which chapter 4 trained); every
+    attack of ``pipelines.ATTACKS`` on every point of the privacy–utility frontier (every size, the real
+    pipeline, the condensed ones) to choose the strongest; one summary per point on the test half (half the
+    pool) and per group of the subset's members (trained on / not, online and offline); and the paired
+    bootstraps (5 × ``cfg.bootstrap`` resamples) of the initialisers' comparison and of the verdict (every point
+    on the test half at once).
     """
+    from .pipelines import ATTACKS
     cfg = p.mia
     sizes = [k for k in cfg.subset_sizes if k != cfg.ipc]
     sweep = total(mia_pipeline("subset", replace(cfg, ipc=k), gpu_paths=dev.gpu_paths) for k in sizes)
     points = len(cfg.subset_sizes) + 1 + sum(p_ not in ("real", "subset") for p_ in cfg.pipelines)
-    summaries = bootstrap(cfg.runs * cfg.pool, cfg.bootstrap, points + 4).named("frontier and subset groups")
-    return _ch05_own(cfg) + sweep.named("subset-size sweep") + summaries
+    choose = lira(cfg.runs, cfg.pool, points * len(ATTACKS) + 4).named("strongest attacks")
+    summaries = (bootstrap(cfg.runs * cfg.pool / 2, cfg.bootstrap, points)
+                 + bootstrap(cfg.runs * cfg.pool, cfg.bootstrap, 4)).named("frontier and subset groups")
+    paired = (bootstrap(cfg.runs * cfg.pool / 2, 5 * cfg.bootstrap, points)
+              + bootstrap(cfg.runs * cfg.pool * 0.6, 5 * cfg.bootstrap, 2)).named("paired tests")
+    return _ch05_own(cfg) + sweep.named("subset-size sweep") + choose + summaries + paired
 
 
 def ch06_nonlinear(p: Profile, dev: Device) -> Work:
