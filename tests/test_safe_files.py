@@ -557,6 +557,8 @@ def test_slurm_array_run_locally_merges_to_the_unsharded_attack(tiny, tmp_path, 
     assert rc == 0, err
     a, b = (json.loads((tmp_path / f / "subset.json").read_text()) for f in ("array", "whole"))
     assert a["merged_from"] == [f"subset-shard-{i}-of-3.pt" for i in range(3)]
+    from dcprivacy.pipelines import ATTACKS
+    assert set(a["attacks"]) == set(b["attacks"]) == set(ATTACKS), "the report has every attack the package has"
     for name in b["attacks"]:
         assert a["attacks"][name]["all"]["auc"] == pytest.approx(b["attacks"][name]["all"]["auc"], abs=1e-12)
 
