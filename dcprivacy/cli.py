@@ -61,8 +61,8 @@ def _emit_pair(obj: dict, path: Path, result: dict, record_path: Path | None = N
 
 # Upper bounds of the numeric arguments: far beyond any run of the book or the papers (20000 DM iterations,
 # width 128, 256 shadow models, 1000 evaluation epochs), low enough that a typo (1e12 iterations, width 1e6)
-# fails at once, before the dataset is loaded, instead of in an allocation. A seed seeds torch.Generator,
-# which takes a signed 64-bit integer.
+# fails at once, before the dataset is loaded, instead of in an allocation. Seeds stay below 2**63, so that the
+# seeds derived from them (seed + k for model k) stay in torch.Generator's range (below 2**64).
 MAX_SEED = 2 ** 63 - 1
 MAX_ITERATIONS = 10 ** 6
 MAX_WIDTH = 4096
