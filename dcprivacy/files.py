@@ -302,11 +302,15 @@ def _lock(path: Path, what: str) -> OutputClaim:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             holder = os.read(fd, 64).decode(errors="replace").strip()
             os.close(fd)
             raise FileError(f"{what} {path}: another run is writing it now (process {holder or '?'}, lock "
                             f"{lock}); wait until it ends, or choose another --out") from None
+        except OSError:  # a file system without locks (some network ones): no lock; the checks still hold
+            os.close(fd)
+            lock.unlink(missing_ok=True)
+            return OutputClaim(path)
         try:
             same = os.stat(lock).st_ino == os.fstat(fd).st_ino  # not a lock file its holder just removed
         except FileNotFoundError:
