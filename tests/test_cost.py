@@ -4,7 +4,6 @@ No test here reads a timing that a machine wrote, or compares a prediction with 
 whole-book run's times are reported beside the predictions (``bash tools/book.sh``, ``cost --timings``),
 never asserted. The fit is tested on ``REFERENCE_RUN``, a fixed copy of one run's times."""
 import json
-import math
 import shutil
 import subprocess
 import sys
