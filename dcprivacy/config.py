@@ -202,7 +202,7 @@ PROFILES: dict[str, Profile] = {
                 batch_real=128, pipelines=("real", "subset", "dm", "dm-noise"), bootstrap=500, test_size=0,
                 subset_sizes=(1, 2, 5, 10, 20, 50)),
         nonlinear=Nonlinear(n_grid=(100, 200, 400, 800, 1600), m_grid=(1, 4, 16, 64),
-                            iterations=(1, 10, 100, 500), removals=5, repeats=4, mlp=(128, 2), convnet=(32, 3),
+                            iterations=(1, 10, 100, 500), removals=3, repeats=6, mlp=(128, 2), convnet=(32, 3),
                             widths=(16, 32, 64, 128), depths=(1, 2, 3, 4), pool=500, model_ipc=10, targets=4,
                             model=("convnet", 32, 3), train_seeds=64, train_epochs=300),
         # 500 real images per class and 10 exhaustive-SSIM checks: scikit-image SSIM runs on the host, one pair at a time

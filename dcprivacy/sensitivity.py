@@ -38,12 +38,12 @@ class Removal:
     ``shift[t, g, r, j]`` = ‖s_j(T_n) − s_j(T_n ∖ {x_r})‖ (L2 over pixels, normalised units) after
     ``iterations[t]`` iterations, for n = ``n_grid[g]``, removed sample r and synthetic image j;
     ``control[t, g, j]``: the same for a second run on T_n itself (the noise floor of the
-    measurement: ideally 0). With ``perturb=True``: ``perturbed[t, g, r, j]`` = ‖s_j(T_n) − s_j(T_n^δ)‖,
-    where T_n^δ is T_n with x_r replaced by x_r + δ_r, a random perturbation of the norm that moves the
-    real mean exactly as far as removing x_r does (NaN where x_r is an initialiser); ``delta_norm[g, r]``
-    = ‖δ_r‖ at n = ``n_grid[g]``. ``alignment[t, g, r]``: the cosine between the mean shift of the
-    synthetic images, mean_j (s_j(T_n) − s_j(T_n ∖ {x_r})), and x_r − mean(T_n ∖ {x_r}) — 1 for linear DM
-    run to its fixed point; ``perturbed_alignment``: the same between mean_j (s_j(T_n^δ) − s_j(T_n)) and δ_r.
+    measurement: ideally 0). With ``perturb=True``: ``perturbed[t, g, r, j]`` = ‖s_j(T_n) − s_j(T_n^ξ)‖,
+    where T_n^ξ is T_n with x_r replaced by x_r + ξ_r, a random perturbation of the norm that moves the
+    real mean exactly as far as removing x_r does (NaN where x_r is an initialiser);
+    ``perturbation_norm[g, r]`` = ‖ξ_r‖ at n = ``n_grid[g]``. ``alignment[t, g, r]``: the cosine between
+    the mean shift of the synthetic images, mean_j (s_j(T_n) − s_j(T_n ∖ {x_r})), and x_r − mean(T_n ∖ {x_r})
+    — 1 for linear DM run to its fixed point; ``perturbed_alignment``: the same between mean_j (s_j(T_n^ξ) − s_j(T_n)) and ξ_r.
     """
     n_grid: tuple[int, ...]
     m: int
@@ -56,7 +56,7 @@ class Removal:
     alignment: torch.Tensor | None = None  # [iterations, n, removed]
     perturbed: torch.Tensor | None = None  # [iterations, n, removed, m], NaN for initialisers
     perturbed_alignment: torch.Tensor | None = None  # [iterations, n, removed], NaN for initialisers
-    delta_norm: torch.Tensor | None = None  # [n, removed], NaN for initialisers
+    perturbation_norm: torch.Tensor | None = None  # [n, removed], NaN for initialisers
     config: dict = field(default_factory=dict)
 
     @property
@@ -66,7 +66,7 @@ class Removal:
 
     @property
     def perturbed_set_shift(self) -> torch.Tensor:
-        """‖S(T) − S(T^δ)‖_F: [iterations, n, removed] (NaN for initialisers; needs ``perturb=True``)."""
+        """‖S(T) − S(T^ξ)‖_F: [iterations, n, removed] (NaN for initialisers; needs ``perturb=True``)."""
         if self.perturbed is None:
             raise ValueError("this measurement ran without perturb=True: there is no perturbed run")
         return self.perturbed.pow(2).sum(-1).sqrt()
@@ -99,11 +99,11 @@ def _removal_positions(x, n_grid, m, removed, init, substitute, iterations):
 
 def equal_norm_perturbations(x: torch.Tensor, n_grid: Sequence[int], removed: torch.Tensor, *,
                              seed: int = 0) -> torch.Tensor:
-    """x_r + δ for every n of ``n_grid`` and removed position r: [n, removed, C, H, W].
+    """x_r + ξ for every n of ``n_grid`` and removed position r: [n, removed, C, H, W].
 
-    δ points in a random direction (isotropic Gaussian, one direction per r, drawn from ``seed``, the same
-    for every n) and has the norm ‖x_r − mean(T_n ∖ {x_r})‖, so that replacing x_r by x_r + δ moves the
-    mean of T_n by δ/n — exactly as far as removing x_r moves it, (x_r − mean(T_n ∖ {x_r}))/n — but in a
+    ξ points in a random direction (isotropic Gaussian, one direction per r, drawn from ``seed``, the same
+    for every n) and has the norm ‖x_r − mean(T_n ∖ {x_r})‖, so that replacing x_r by x_r + ξ moves the
+    mean of T_n by ξ/n — exactly as far as removing x_r moves it, (x_r − mean(T_n ∖ {x_r}))/n — but in a
     direction that carries nothing about x_r."""
     gen = torch.Generator().manual_seed(int(seed) ^ 0x9E3779B9)  # a stream of its own, not DM's
     u = torch.randn(len(removed), *x.shape[1:], generator=gen).to(x.device, x.dtype)
@@ -129,7 +129,7 @@ def removal_shifts(x: torch.Tensor, n_grid: Sequence[int], m: int, removed: Sequ
     ``m`` samples that initialise S (default: the first m). ``removed``: positions below
     ``min(n_grid)``; those that are initialisers are replaced in their slot by ``substitute``
     (default: the first position that is neither an initialiser nor removed). ``perturb``: also
-    condense, in the same call, T_n with each removed non-initialiser x_r replaced by x_r + δ_r
+    condense, in the same call, T_n with each removed non-initialiser x_r replaced by x_r + ξ_r
     (:func:`equal_norm_perturbations`, drawn from ``seed``): a change of T_n as large as the removal's
     that carries no information about x_r — the control that tells "the set depends on x_r" from "any
     change this small moves the set". DM runs as the reference does it (SGD with momentum on the
@@ -142,7 +142,7 @@ def removal_shifts(x: torch.Tensor, n_grid: Sequence[int], m: int, removed: Sequ
     # the measurement: one DM call, the same random draws for every run
     R, G, n_max = len(removed), len(n_grid), max(n_grid)
     other = (~hit.any(1)).nonzero().flatten() if perturb else torch.zeros(0, dtype=torch.long)
-    P = len(other)  # per n: T_n, T_n again (control), each T_n ∖ {x_r}, each T_n with x_r + δ_r
+    P = len(other)  # per n: T_n, T_n again (control), each T_n ∖ {x_r}, each T_n with x_r + ξ_r
     runs = 2 + R + P
     pool = x[:n_max]
     if P:  # the perturbed copies join the pool after x[:n_max]; run (g, 2 + R + p) swaps x_r for its copy
@@ -178,12 +178,12 @@ def removal_shifts(x: torch.Tensor, n_grid: Sequence[int], m: int, removed: Sequ
     if perturb:
         nan = lambda *shape: torch.full(shape, float("nan"))
         out.perturbed, out.perturbed_alignment = nan(len(its), G, R, m), nan(len(its), G, R)
-        out.delta_norm = nan(G, R)
+        out.perturbation_norm = nan(G, R)
         if P:
-            delta = (moved - x[removed[other]]).flatten(2).cpu()  # [G, P, d]
+            xi = (moved - x[removed[other]]).flatten(2).cpu()  # [G, P, d]
             out.perturbed[:, :, other] = diff(base, imgs[:, :, 2 + R:])
-            out.perturbed_alignment[:, :, other] = cos((imgs[:, :, 2 + R:] - base).mean(3).flatten(-3), delta)
-            out.delta_norm[:, other] = delta.norm(dim=-1)
+            out.perturbed_alignment[:, :, other] = cos((imgs[:, :, 2 + R:] - base).mean(3).flatten(-3), xi)
+            out.perturbation_norm[:, other] = xi.norm(dim=-1)
     return out
 
 

@@ -42,17 +42,18 @@ def test_control_is_exact_and_first_step_is_order_one_over_n():
 
 def test_equal_norm_perturbation_is_the_removal_for_linear_dm():
     """Linear DM run to its fixed point moves every image by the change of the real mean: removing x_r and
-    pushing x_r by δ (‖δ‖ = ‖x_r − mean(T ∖ {x_r})‖) move the set equally far, each along its own change."""
+    pushing x_r by ξ (‖ξ‖ = ‖x_r − mean(T ∖ {x_r})‖) move the set equally far, each along its own
+    change."""
     x = _class(n=60, size=8)
     d, k, m = 64, 32, 3
     removed = [0, 10, 11]  # 0 initialises S: no perturbed run for it
     r = S.removal_shifts(x, (20, 40, 60), m, removed, perturb=True, iterations=(0, 3, 100), arch="linear", width=k,
                          lr_img=m / (4 * (k + d)), seed=0)
-    assert torch.isnan(r.perturbed[:, :, 0]).all() and torch.isnan(r.delta_norm[:, 0]).all()
+    assert torch.isnan(r.perturbed[:, :, 0]).all() and torch.isnan(r.perturbation_norm[:, 0]).all()
     assert r.perturbed[0, :, 1:].abs().max() == 0  # iteration 0: the initial images are not perturbed
     for g, n in enumerate((20, 40, 60)):
         loo = (x[:n].sum(0) - x[[10, 11]]) / (n - 1)
-        assert torch.allclose(r.delta_norm[g, 1:], (x[[10, 11]] - loo).flatten(1).norm(dim=1), rtol=1e-5)
+        assert torch.allclose(r.perturbation_norm[g, 1:], (x[[10, 11]] - loo).flatten(1).norm(dim=1), rtol=1e-5)
     assert torch.allclose(r.perturbed_set_shift[-1, :, 1:], r.set_shift[-1, :, 1:], rtol=1e-3)
     assert torch.allclose(r.alignment[-1, :, 1:], torch.ones(3, 2), atol=1e-3)
     assert torch.allclose(r.perturbed_alignment[-1, :, 1:], torch.ones(3, 2), atol=1e-3)
@@ -71,7 +72,8 @@ def test_equal_norm_perturbations_have_the_removal_norm():
         loo = (x[:n].sum(0) - x[[3, 4]]) / (n - 1)
         assert torch.allclose((moved[g] - x[[3, 4]]).flatten(1).norm(dim=1), (x[[3, 4]] - loo).flatten(1).norm(dim=1))
     u = (moved - x[[3, 4]]).flatten(2)
-    assert torch.allclose(torch.nn.functional.cosine_similarity(u[0], u[1], dim=-1), torch.ones(2))  # one direction per r
+    cos = torch.nn.functional.cosine_similarity(u[0], u[1], dim=-1)
+    assert torch.allclose(cos, torch.ones(2))  # one direction per r, the same for every n
     assert torch.equal(moved, S.equal_norm_perturbations(x, (20, 50), torch.tensor([3, 4]), seed=5))
     assert not torch.equal(moved, S.equal_norm_perturbations(x, (20, 50), torch.tensor([3, 4]), seed=6))
 
