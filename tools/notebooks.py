@@ -334,9 +334,12 @@ def _plain(tex: str) -> str:
     """BibTeX text as plain text: LaTeX accents and symbols decoded (``Tram{\\`e}r`` → Tramèr, ``--`` → –,
     ``\\&`` → &; latexcodec, which pybtex depends on), braces dropped, ``$…$`` math kept for Jupyter."""
     import latexcodec  # noqa: F401  (registers the "ulatex" codec)
-    parts = re.split(r"(\$[^$]*\$)", tex)
-    return "".join(part if part.startswith("$") and part.endswith("$") and len(part) > 1
-                   else re.sub(r"[{}]", "", codecs.decode(part, "ulatex")) for part in parts)
+    math = re.findall(r"\$[^$]+\$", tex)
+    text = re.sub(r"\$[^$]+\$", "MATH0MATH", tex)  # kept as written: Jupyter typesets it
+    text = re.sub(r"[{}]", "", codecs.decode(text, "ulatex"))
+    for m in math:
+        text = text.replace("MATH0MATH", m, 1)
+    return text
 
 
 def _page_title(stem: str) -> str:
@@ -361,7 +364,7 @@ class Converter:
     def cell_markdown(self, i: int, source: str) -> str:
         """One markdown cell, with a closing line saying where this run prints the values the text shows."""
         self.cell, self.glue_seen = i, {}
-        text = self.convert(source)
+        text = re.sub(r"(?m)^---\n\n---$", "---", self.convert(source))  # two ruled blocks share a rule
         if not self.glue_seen:
             return text
         run = self.values.get("profile")
@@ -373,8 +376,8 @@ class Converter:
     def role(self, m: re.Match) -> str:
         name, text = m.group(1), m.group(2)
         if name.startswith("glue"):
-            if name != "glue:text":
-                raise ValueError(f"{self.md.name}: no plain-markdown form for {{{name}}} (only {{glue:text}})")
+            if name not in ("glue", "glue:text", "glue:md"):
+                raise ValueError(f"{self.md.name}: no plain-markdown form for {{{name}}} (glue, glue:text, glue:md)")
             key, _, spec = text.partition(":")
             key = key.strip()
             cells = [i for (f, name), i in self.glued.items() if (re.fullmatch(name, key) if f else name == key)]
@@ -382,10 +385,12 @@ class Converter:
                 raise KeyError(f"{self.md.name}: {{{name}}}`{text}` names no glue(...) call of a code cell")
             if key not in self.values:
                 raise KeyError(f"{self.md.name}: book/{self.md.stem}.ipynb holds no value glued as {key!r}: execute "
-                               f"the chapter (README: the chapter's pair), then run this script")
+                               f"the chapter first (`jupytext --sync` it, then `jupyter execute --inplace "
+                               f"book/{self.md.stem}.ipynb`), then run this script")
             where = "above" if cells[0] < self.cell else "below"
             self.glue_seen.setdefault(where, []).append(key) if key not in self.glue_seen.get(where, []) else None
-            return _escape(format_glue(self.values[key], spec))
+            value = format_glue(self.values[key], spec)
+            return value if name == "glue:md" else _escape(value)
         if name in ("cite", "cite:p", "cite:ps", "cite:t", "cite:ts"):
             return self.bib.cite(text, textual=name.startswith("cite:t"))
         if name in ("prf:ref", "ref", "numref", "doc"):
@@ -546,7 +551,8 @@ def glued_values(ipynb: Path) -> dict[str, str]:
             sb = out.get("metadata", {}).get("scrapbook")
             if sb and "name" in sb:
                 data = out.get("data", {})
-                plain = data.get(sb.get("mime_prefix", "") + "text/plain", data.get("text/plain"))
+                prefix = sb.get("mime_prefix", "")
+                plain = next((data[prefix + m] for m in ("text/markdown", "text/plain") if prefix + m in data), None)
                 if plain is not None:
                     values[sb["name"]] = "".join(plain) if isinstance(plain, list) else plain
     return values
