@@ -381,9 +381,10 @@ def wheel_of_installed(name: str, dest: Path) -> Path:
             arc = str(f).replace(os.sep, "/")
             if arc.startswith("..") or "__pycache__" in arc or not (base / f).is_file():
                 continue
-            if ".dist-info/" in arc:
-                info = arc.split("/")[0]
-                if arc.rsplit("/", 1)[1] in ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json"):
+            top, _, rest = arc.partition("/")
+            if top.endswith(".dist-info"):  # the distribution's own (not a vendored package's)
+                info = top
+                if rest in ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json"):
                     continue
             data = (base / f).read_bytes()
             z.writestr(arc, data)
@@ -487,7 +488,8 @@ def test_generated_notebooks_run_on_a_colab_stand_in_installed_by_their_first_ce
         nb = nbformat.read(ROOT / N.NOTEBOOKS / f"{stem}.ipynb", as_version=4)
         first = next(c for c in nb.cells if c.cell_type == "code")
         assert p.requirement in first.source
-        first.source = first.source.replace(f"git+{p.repository}@", f"git+{repo.as_uri()}@")  # same tag, local
+        # the same tag, from the local repository (file://localhost/…: older pips want a host in a git+ URL)
+        first.source = first.source.replace(f"git+{p.repository}@", f"git+file://localhost{repo.as_posix()}@")
         nb.cells.append(nbformat.v4.new_code_cell("import dcprivacy, opacus; print(dcprivacy.__file__, opacus.__file__)"))
         paths.append(tmp_path / f"{stem}.ipynb")
         nbformat.write(nb, paths[-1])
