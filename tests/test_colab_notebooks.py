@@ -84,9 +84,10 @@ def test_generated_notebook_has_no_raw_myst_and_the_chapters_code(md):
     assert markdown.count("**Figure.**") == len(captions)
     # display math never inside a quote; no glued value left as its key; references decoded
     assert not [line for line in markdown.splitlines() if line.startswith(">") and ("$$" in line or "\\begin{" in line)]
-    prose = re.sub(r"<small>\(Values as on the page.*?</small>", "", markdown)
-    keys = {k.split(":")[0] for k in re.findall(r"\{glue:text\}`([^`]*)`", md.read_text())}
-    assert not [k for k in keys if f"`{k}`" in prose], f"{md.stem}: a glued value shown as its key"
+    values = N.glued_values(md.with_suffix(".ipynb"))
+    for key, _, spec in (r.partition(":") for r in re.findall(r"\{glue:text\}`([^`]*)`", md.read_text())):
+        shown = N._escape(N.format_glue(values[key], spec))
+        assert shown in markdown, f"{md.stem}: {{glue:text}}`{key}` does not read as its value {shown!r}"
     refs = next((c.source for c in nb.cells if c.source.startswith("## References")), "")
     assert not re.search(r"\\[`'\"^~&]|\{|\}", refs), f"{md.stem}: undecoded LaTeX in the references"
     # the setup cell starts with the profile switch the runtime note describes
