@@ -400,7 +400,7 @@ def _attack(args) -> int:
         for j, k in enumerate(group):
             one = PipelineRuns(runs.name, [k], *(getattr(runs, f)[j:j + 1] for f in
                                                  ("scores", "logits", "test_accuracy", "init_mask", "train_size")),
-                               runs.seconds / len(group), runs.config)
+                               runs.seconds / len(group), runs.config, runs.population[j:j + 1])
             save({"format": "dcprivacy.attack-run", **ident, "runs": one.to_dict()},
                  _run_file(out, args.pipeline, k))
             parts.append(one)
