@@ -21,7 +21,8 @@ score for every example (with :func:`loss_scores`, the loss attack).
 RMIA (Zarifzadeh, Liu & Shokri, "Low-Cost High-Power Membership Inference Attacks", ICML 2024;
 :func:`rmia`, :func:`rmia_leave_one_out`) compares, under the target model, the example's probability
 ratio p_f(x) / p̄(x) (target over the reference models' average) with the same ratio of *population*
-samples ξ that no model trained on, and scores the fraction of them that x dominates by a factor κ.
+samples ξ that no model trained on, and scores the fraction of them that x dominates by a factor κ
+(ties, which a finite population makes common at the top, broken by the margin).
 
 Everything after the models' outputs is numpy float64, vectorized over runs, examples and queries.
 """
@@ -316,10 +317,15 @@ def _rmia_scores(lx, lz, ls, g, lzs, attack: str, a: float, kappa: float) -> np.
         log_px = _log_marginal(log_px, a)
     # no model trained on ξ: its p̄ mixes in the IN half through the approximation, in both attacks
     log_pz = _log_marginal(logsumexp(lzs, axis=0) - np.log(len(lzs)), a)
-    ratio_x = lx - log_px  # log r_f(x), r_f = p_f / p̄
+    ratio_x = lx - log_px - np.log(kappa)  # log (r_f(x) / κ), r_f = p_f / p̄
     ratio_z = np.sort(lz - log_pz)  # log r_f(ξ), sorted
-    # the fraction of ξ with r_f(x) ≥ κ·r_f(ξ): one binary search per x in the sorted population ratios
-    return np.searchsorted(ratio_z, ratio_x - np.log(kappa), side="right") / len(ratio_z)
+    # the number of ξ with r_f(x) ≥ κ·r_f(ξ): one binary search per x in the sorted population ratios
+    k = np.searchsorted(ratio_z, ratio_x, side="right")
+    # ties: every x that dominates the same k of the m samples (all m, above all) would share a score; they
+    # are ordered by how far x clears the k-th sample (below the first: how far it falls short of it), a
+    # logistic of that log-margin in (0, 1) — less than one step, so ⌊m·score⌋ = k is the paper's count
+    margin = ratio_x - ratio_z[np.maximum(k - 1, 0)]
+    return (k + np.minimum(np.exp(-np.logaddexp(0.0, -margin)), 1 - 1e-9)) / len(ratio_z)
 
 
 def _first_out(m: np.ndarray, per_side: int | None) -> np.ndarray:
@@ -331,18 +337,21 @@ def _first_out(m: np.ndarray, per_side: int | None) -> np.ndarray:
 
 
 def _fit_a(ls, m, per_side: int | None) -> float:
-    """The offline coefficient ``a`` of p̄_IN ≈ a·p̄_OUT + (1 − a), from the reference models alone: the
-    least-squares fit of 1 − p̄_IN = a·(1 − p̄_OUT) over the pool examples, with each example's IN and OUT
-    means over as many of its reference models of each kind as the online attack uses; clipped to [0, 1].
+    """The offline coefficient ``a`` of p̄_IN ≈ a·p̄_OUT + (1 − a), from the reference models alone: with
+    1 − p̄_IN = a·(1 − p̄_OUT), the ratio of their sums over the pool examples, each example's IN and OUT
+    means taken over as many of its reference models of each kind as the online attack uses; clipped to
+    [0, 1]. (A least-squares slope would be biased towards 0 by the noise in the OUT means — with one model
+    per side, a = 0.97 where membership changes nothing — and so bias every non-member's score upwards.)
     The target model and its members play no part."""
     g_in, g_out = _balanced(m, per_side)
     ok = g_in.any(0) & g_out.any(0)
     if not ok.any():
-        return 1.0
+        raise ValueError("fitting a needs ≥ 2 reference models, one that trained on some pool example and one "
+                         "that did not; pass a in [0, 1] instead")
     u_in = -np.expm1(_log_mean(ls[:, ok], g_in[:, ok]))  # 1 − p̄_IN
     u_out = -np.expm1(_log_mean(ls[:, ok], g_out[:, ok]))
-    den = float((u_out ** 2).sum())
-    return float(np.clip((u_in * u_out).sum() / den, 0.0, 1.0)) if den > 0 else 1.0
+    den = float(u_out.sum())
+    return float(np.clip(u_in.sum() / den, 0.0, 1.0)) if den > 0 else 1.0
 
 
 def _rmia(lx, lzx, ls, m, lzs, attack: str, kappa: float, a, per_side, who: str = ""):
@@ -390,7 +399,9 @@ def rmia(target, shadows, shadow_members, target_population, shadow_population, 
     :func:`_first_out`). No model trained on a population sample ξ: in both attacks p̄(ξ) comes from its
     OUT mean through the same approximation, standing for the mixture of models that did and did not
     train on it that p̄(x) averages. With r_f = p_f / p̄, the score of x is the fraction of the ξ with
-    r_f(x) ≥ κ·r_f(ξ). ``a=None`` fits ``a`` on the reference models (:func:`_fit_a`); ``per_side`` caps
+    r_f(x) ≥ κ·r_f(ξ), plus less than one step 1/m that orders the ties (x that dominate the same ξ) by
+    how far r_f(x)/κ clears the last of them: ⌊m·score⌋/m is the paper's fraction. ``a=None`` fits
+    ``a`` on the reference models (:func:`_fit_a`); ``per_side`` caps
     the reference models per example and side."""
     _check_rmia(attack, kappa, a, per_side)
     x = _runs_array(target[None] if np.ndim(target) == np.ndim(shadows) - 1 else target, "target")

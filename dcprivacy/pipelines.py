@@ -86,7 +86,11 @@ class PipelineRuns:
         if len(set(runs)) != len(runs):
             raise ValueError(f"merge: runs overlap between shards ({runs})")
         cat = lambda k: torch.cat([getattr(p, k) for p in parts])
-        population = cat("population") if all(p.population is not None for p in parts) else None
+        has = [p.population is not None for p in parts]
+        if any(has) and not all(has):
+            raise ValueError("merge: some shards hold population scores (RMIA) and some do not: they were written "
+                             "by different versions; run the older ones again")
+        population = cat("population") if all(has) else None
         return PipelineRuns(parts[0].name, runs, cat("scores"), cat("logits"), cat("test_accuracy"),
                             cat("init_mask"), cat("train_size"), sum(p.seconds for p in parts), parts[0].config,
                             population)

@@ -257,23 +257,31 @@ def test_rmia_known_answer_by_hand():
     Offline: one OUT model per example (reference 1 for x₁, 0 for x₂, and reference 0 for ξ):
     p̄(x₁) = 0.625, r = 1.28; p̄(x₂) = 0.4, r = 1; p̄(ξ) = 0.625, 0.55, 0.7, r(ξ) = 0.8, 0.545, 1.286;
     κ = 1.1 → x₁: 2/3 (1.28 < 1.1·1.286), x₂: 2/3 (1 ≥ 1.1·0.8).
-    The fitted a: 1 − p̄_IN = (0.1, 0.4), 1 − p̄_OUT = (0.5, 0.8) → a = (0.05 + 0.32) / (0.25 + 0.64)."""
+    The fitted a: 1 − p̄_IN = (0.1, 0.4), 1 − p̄_OUT = (0.5, 0.8) → a = (0.1 + 0.4) / (0.5 + 0.8)."""
     target, shadows = _phi([0.8, 0.4]), _phi([[0.9, 0.2], [0.5, 0.6]])
     members = np.array([[True, False], [False, True]])
     z_target, z_shadows = _phi([0.5, 0.3, 0.9]), _phi([[0.5, 0.4, 0.6], [0.5, 0.2, 0.9]])
     args = (target, shadows, members, z_target, z_shadows)
+    frac = lambda sc: np.floor(3 * sc) / 3  # the paper's fraction; the rest of the score orders ties
     online = mia.rmia(*args, attack="online", kappa=1.3, a=0.5)
-    assert online.shape == (2,) and np.allclose(online, [2 / 3, 1 / 3])
-    assert np.allclose(mia.rmia(*args, attack="offline", kappa=1.1, a=0.5), [2 / 3, 2 / 3])
+    assert online.shape == (2,) and np.allclose(frac(online), [2 / 3, 1 / 3])
+    # the tie-break: x₁ clears ξ₁'s ratio (0.8) by log(0.879 / 0.8), x₂ ξ₂'s (0.632) by log(0.769 / 0.632)
+    sigmoid = lambda v: 1 / (1 + np.exp(-v))
+    r_z = [0.5 / 0.625, 0.3 / 0.475]
+    assert np.allclose(online, [(2 + sigmoid(np.log(8 / 7 / 1.3 / r_z[0]))) / 3,
+                                (1 + sigmoid(np.log(1 / 1.3 / r_z[1]))) / 3])
+    assert np.allclose(frac(mia.rmia(*args, attack="offline", kappa=1.1, a=0.5)), [2 / 3, 2 / 3])
     # κ = 1 offline: the same fractions (1.28 < 1.286; 1 ≥ 0.8 and 0.545)
-    assert np.allclose(mia.rmia(*args, attack="offline", a=0.5), [2 / 3, 2 / 3])
-    # a = 1 is the OUT mean itself: r(ξ) = 1, 0.75, 1.5, and r(x₁) = 0.8/0.5 = 1.6, r(x₂) = 0.4/0.2 = 2 beat all
-    assert np.allclose(mia.rmia(*args, attack="offline", a=1.0), [1, 1])
+    assert np.allclose(frac(mia.rmia(*args, attack="offline", a=0.5)), [2 / 3, 2 / 3])
+    # a = 1 is the OUT mean itself: r(ξ) = 1, 0.75, 1.5, and r(x₁) = 0.8/0.5 = 1.6, r(x₂) = 0.4/0.2 = 2 beat all;
+    # the tie at 1 is broken by the margins over the highest ξ: log(1.6/1.5) < log(2/1.5)
+    top = mia.rmia(*args, attack="offline", a=1.0)
+    assert np.allclose(frac(top), [1, 1]) and np.allclose(top, 1 + sigmoid(np.log(np.array([1.6, 2]) / 1.5)) / 3)
     # a = 0: p̄ = ½(p̄_OUT + 1); r(x₁) = 0.8/0.75 ≈ 1.067, r(x₂) = 0.4/0.6 ≈ 0.667, r(ξ) = 0.5/0.75 ≈ 0.667,
     # 0.3/0.7 ≈ 0.429, 0.9/0.8 = 1.125; with κ = 1.1, x₁ dominates two, x₂ (0.606 after dividing by κ) one
-    assert np.allclose(mia.rmia(*args, attack="offline", a=0.0, kappa=1.1), [2 / 3, 1 / 3])
+    assert np.allclose(frac(mia.rmia(*args, attack="offline", a=0.0, kappa=1.1)), [2 / 3, 1 / 3])
     a = mia._fit_a(mia.log_true_class_probability(shadows[..., None]), members, None)
-    assert np.isclose(a, 0.37 / 0.89)
+    assert np.isclose(a, 0.5 / 1.3)
     for attack in mia.RMIA_ATTACKS:  # a=None: the fitted a
         assert np.array_equal(mia.rmia(*args, attack=attack, kappa=1.3), mia.rmia(*args, attack=attack, kappa=1.3, a=a))
 
@@ -304,7 +312,15 @@ def _rmia_naive(s, z, m, attack, a, kappa=mia.KAPPA):
             mean = np.mean([p[r, j] for r in chosen[j]])
             rx = p[t, j] / (mix(mean) if attack == "offline" else mean)
             out[t, j] = np.mean([rx >= kappa * r for r in rz])
-    return out
+    return out  # the paper's fraction, without the tie-break
+
+
+def _same_order_within_targets(scores, naive):
+    """Within each target the tie-broken scores refine the fractions: sorted by score, the fractions never
+    go down."""
+    for sc, nv in zip(scores, naive):
+        o = np.argsort(sc, kind="stable")
+        assert (np.diff(nv[o]) >= -1e-12).all()
 
 
 @pytest.mark.parametrize("attack", ["online", "offline"])
@@ -316,11 +332,14 @@ def test_rmia_leave_one_out_equals_the_obvious_loops(attack):
     z = rng.normal(size=(K, nz, A)) + rng.normal(0, 2, (1, nz, 1))
     res = mia.rmia_leave_one_out(s, z, m, attack=attack, a=0.3)
     assert res.name == f"rmia-{attack}" and res.runs == K and np.array_equal(res.labels, m.ravel())
-    assert np.allclose(res.per_run()[0], _rmia_naive(s, z, m, attack, 0.3), atol=1e-12)
+    frac = lambda sc: np.floor(nz * sc + 1e-9) / nz  # the paper's fraction; the rest orders ties
+    assert np.allclose(frac(res.per_run()[0]), _rmia_naive(s, z, m, attack, 0.3), atol=1e-12)
+    _same_order_within_targets(res.per_run()[0], _rmia_naive(s, z, m, attack, 0.3))
     fitted = mia.rmia_leave_one_out(s, z, m, attack=attack, kappa=1.5)
     a = fitted.details["a"]
     assert len(a) == K and all(0 <= v <= 1 for v in a) and len(set(a)) == K  # one a per target
-    assert np.allclose(fitted.per_run()[0], _rmia_naive(s, z, m, attack, a, kappa=1.5))
+    assert np.allclose(frac(fitted.per_run()[0]), _rmia_naive(s, z, m, attack, a, kappa=1.5))
+    assert len(np.unique(fitted.scores)) == fitted.scores.size  # no ties left
     # the same target attacked with the others as separate references
     keep = np.arange(K) != 2
     one = mia.rmia(torch.from_numpy(s[2]), torch.from_numpy(s[keep]), torch.from_numpy(m[keep]),

@@ -111,7 +111,14 @@ def test_cli_attack_in_shards_then_merge(tmp_path):
     assert out.returncode == 0, out.stderr
     import json
     result = json.loads((tmp_path / "subset.json").read_text())
-    assert result["runs"] == 4 and "lira-online-fixed" in result["attacks"] and "provenance" in result
+    assert result["runs"] == 4 and set(result["attacks"]) == set(P.ATTACKS) and "provenance" in result
+    # RMIA beside LiRA, against the population the shards carried: the quick profile's test images
+    from dcprivacy.config import MIA
+    assert result["population"] == {"source": "test images", "samples": MIA().test_size}
+    for name in ("rmia-online", "rmia-offline"):
+        assert 0 <= result["attacks"][name]["all"]["auc"] <= 1 and "auc_ci" in result["attacks"][name]["all"]
+    shard = torch.load(tmp_path / "subset-shard-0-of-2.pt", weights_only=True)
+    assert shard["runs"]["population"].shape[:2] == (2, MIA().test_size)
     bad = subprocess.run(base + ["--shard", "5/2"], capture_output=True, text=True, env=env, timeout=600)
     assert bad.returncode != 0 and "--shard" in bad.stderr
 
@@ -149,6 +156,10 @@ def test_population_travels_with_the_runs_and_rmia_needs_it():
                                           ("scores", "logits", "test_accuracy", "init_mask", "train_size")),
                             population=r.population[k:k + 1]) for k in (3, 0, 1, 2, 4, 5, 6, 7)]
     assert torch.equal(P.PipelineRuns.merge(parts).population, r.population)
+    stale = P.PipelineRuns("fake", [8], *(getattr(r, f)[:1] for f in
+                                          ("scores", "logits", "test_accuracy", "init_mask", "train_size")))
+    with pytest.raises(ValueError, match="some shards hold population scores"):
+        P.PipelineRuns.merge(parts + [stale])
     for name in ("rmia-online", "rmia-offline"):
         assert name in P.ATTACKS
         assert metrics.auc(*P.attack(r, masks, y, name).per_run()) > 0.8  # a strong planted signal
