@@ -21,7 +21,7 @@ score for every example (with :func:`loss_scores`, the loss attack).
 RMIA (Zarifzadeh, Liu & Shokri, "Low-Cost High-Power Membership Inference Attacks", ICML 2024;
 :func:`rmia`, :func:`rmia_leave_one_out`) compares, under the target model, the example's probability
 ratio p_f(x) / p̄(x) (target over the reference models' average) with the same ratio of *population*
-samples ξ that no model trained on, and scores the fraction of them that x dominates by a factor κ
+samples ζ that no model trained on, and scores the fraction of them that x dominates by a factor κ
 (ties, which a finite population makes common at the top, broken by the margin).
 
 Everything after the models' outputs is numpy float64, vectorized over runs, examples and queries.
@@ -284,7 +284,7 @@ def leave_one_out(scores, members, *, attack: str = "online", fixed_variance: bo
 # ---- RMIA ------------------------------------------------------------------------------------------
 
 RMIA_ATTACKS = ("online", "offline")
-KAPPA = 1.0  # RMIA's dominance factor κ (the paper's γ): r_f(x) must reach κ·r_f(ξ) for x to dominate ξ
+KAPPA = 1.0  # RMIA's dominance factor κ (the paper's γ): r_f(x) must reach κ·r_f(ζ) for x to dominate ζ
 
 
 def log_true_class_probability(phi) -> np.ndarray:
@@ -315,11 +315,11 @@ def _rmia_scores(lx, lz, ls, g, lzs, attack: str, a: float, kappa: float) -> np.
     log_px = _log_mean(ls, g)  # the selected references' mean probability: online p̄(x), offline p̄_OUT(x)
     if attack == "offline":
         log_px = _log_marginal(log_px, a)
-    # no model trained on ξ: its p̄ mixes in the IN half through the approximation, in both attacks
+    # no model trained on ζ: its p̄ mixes in the IN half through the approximation, in both attacks
     log_pz = _log_marginal(logsumexp(lzs, axis=0) - np.log(len(lzs)), a)
     ratio_x = lx - log_px - np.log(kappa)  # log (r_f(x) / κ), r_f = p_f / p̄
-    ratio_z = np.sort(lz - log_pz)  # log r_f(ξ), sorted
-    # the number of ξ with r_f(x) ≥ κ·r_f(ξ): one binary search per x in the sorted population ratios
+    ratio_z = np.sort(lz - log_pz)  # log r_f(ζ), sorted
+    # the number of ζ with r_f(x) ≥ κ·r_f(ζ): one binary search per x in the sorted population ratios
     k = np.searchsorted(ratio_z, ratio_x, side="right")
     # ties: every x that dominates the same k of the m samples (all m, above all) would share a score; they
     # are ordered by how far x clears the k-th sample (below the first: how far it falls short of it), a
@@ -390,16 +390,16 @@ def rmia(target, shadows, shadow_members, target_population, shadow_population, 
     ``target``, ``shadows``: φ (:func:`logit_scaled_confidence`) of the attacked and of the reference models
     on the ``n`` pool examples, [T, n(, A)] (or one target [n(, A)]) and [S, n(, A)]; ``shadow_members``: bool
     [S, n]; ``target_population`` [T, m(, A)], ``shadow_population`` [S, m(, A)]: φ of the same models on
-    ``m`` population samples ξ that none of them trained on.
+    ``m`` population samples ζ that none of them trained on.
 
     From φ, p = e^φ / (1 + e^φ) is the probability of the true class; p_f is the target's, averaged over
     the A queries, and p̄(x) the references' average: ``"online"`` over as many models trained on x as
     not (the first ``n_j`` of each, as :func:`lira`), ``"offline"`` through the paper's approximation
     ½((1 + a)·p̄_OUT(x) + (1 − a)) from the OUT models alone (the same number for every example,
-    :func:`_first_out`). No model trained on a population sample ξ: in both attacks p̄(ξ) comes from its
+    :func:`_first_out`). No model trained on a population sample ζ: in both attacks p̄(ζ) comes from its
     OUT mean through the same approximation, standing for the mixture of models that did and did not
-    train on it that p̄(x) averages. With r_f = p_f / p̄, the score of x is the fraction of the ξ with
-    r_f(x) ≥ κ·r_f(ξ), plus less than one step 1/m that orders the ties (x that dominate the same ξ) by
+    train on it that p̄(x) averages. With r_f = p_f / p̄, the score of x is the fraction of the ζ with
+    r_f(x) ≥ κ·r_f(ζ), plus less than one step 1/m that orders the ties (x that dominate the same ζ) by
     how far r_f(x)/κ clears the last of them: ⌊m·score⌋/m is the paper's fraction. ``a=None`` fits
     ``a`` on the reference models (:func:`_fit_a`); ``per_side`` caps
     the reference models per example and side."""

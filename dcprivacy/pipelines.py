@@ -51,7 +51,7 @@ class PipelineRuns:
     train_size: torch.Tensor  # [runs] images each model was trained on
     seconds: float = 0.0
     config: dict = field(default_factory=dict)
-    # [runs, test images, queries] φ of the test images: RMIA's population samples ξ, which no run trained on
+    # [runs, test images, queries] φ of the test images: RMIA's population samples ζ, which no run trained on
     # (None in runs written before RMIA; RMIA then asks for them to be run again)
     population: torch.Tensor | None = None
 

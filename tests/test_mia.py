@@ -249,13 +249,13 @@ def test_rmia_known_answer_by_hand():
     """One target, two reference models, two pool examples, three population samples, one query.
 
     Probabilities of the true class: target x₁ 0.8, x₂ 0.4; reference 0 trained on x₁ (0.9) not x₂ (0.2),
-    reference 1 the other way round (x₁ 0.5, x₂ 0.6). Population ξ: target 0.5, 0.3, 0.9; references
+    reference 1 the other way round (x₁ 0.5, x₂ 0.6). Population ζ: target 0.5, 0.3, 0.9; references
     0.5, 0.4, 0.6 and 0.5, 0.2, 0.9 (neither trained on them). With a = 0.5, p̄ = ½(1.5·p̄_OUT + 0.5).
-    Online: p̄(x₁) = (0.9 + 0.5)/2 = 0.7, r(x₁) = 8/7 ≈ 1.143; p̄(x₂) = 0.4, r(x₂) = 1; p̄(ξ) from the OUT
-    means 0.5, 0.3, 0.75 of both references: 0.625, 0.475, 0.8125, r(ξ) = 0.8, 0.632, 1.108. With κ = 1.3,
-    x₁ (1.143/1.3 = 0.879) dominates ξ₁ and ξ₂, x₂ (0.769) only ξ₂ → 2/3 and 1/3.
-    Offline: one OUT model per example (reference 1 for x₁, 0 for x₂, and reference 0 for ξ):
-    p̄(x₁) = 0.625, r = 1.28; p̄(x₂) = 0.4, r = 1; p̄(ξ) = 0.625, 0.55, 0.7, r(ξ) = 0.8, 0.545, 1.286;
+    Online: p̄(x₁) = (0.9 + 0.5)/2 = 0.7, r(x₁) = 8/7 ≈ 1.143; p̄(x₂) = 0.4, r(x₂) = 1; p̄(ζ) from the OUT
+    means 0.5, 0.3, 0.75 of both references: 0.625, 0.475, 0.8125, r(ζ) = 0.8, 0.632, 1.108. With κ = 1.3,
+    x₁ (1.143/1.3 = 0.879) dominates ζ₁ and ζ₂, x₂ (0.769) only ζ₂ → 2/3 and 1/3.
+    Offline: one OUT model per example (reference 1 for x₁, 0 for x₂, and reference 0 for ζ):
+    p̄(x₁) = 0.625, r = 1.28; p̄(x₂) = 0.4, r = 1; p̄(ζ) = 0.625, 0.55, 0.7, r(ζ) = 0.8, 0.545, 1.286;
     κ = 1.1 → x₁: 2/3 (1.28 < 1.1·1.286), x₂: 2/3 (1 ≥ 1.1·0.8).
     The fitted a: 1 − p̄_IN = (0.1, 0.4), 1 − p̄_OUT = (0.5, 0.8) → a = (0.1 + 0.4) / (0.5 + 0.8)."""
     target, shadows = _phi([0.8, 0.4]), _phi([[0.9, 0.2], [0.5, 0.6]])
@@ -265,7 +265,7 @@ def test_rmia_known_answer_by_hand():
     frac = lambda sc: np.floor(3 * sc) / 3  # the paper's fraction; the rest of the score orders ties
     online = mia.rmia(*args, attack="online", kappa=1.3, a=0.5)
     assert online.shape == (2,) and np.allclose(frac(online), [2 / 3, 1 / 3])
-    # the tie-break: x₁ clears ξ₁'s ratio (0.8) by log(0.879 / 0.8), x₂ ξ₂'s (0.632) by log(0.769 / 0.632)
+    # the tie-break: x₁ clears ζ₁'s ratio (0.8) by log(0.879 / 0.8), x₂ ζ₂'s (0.632) by log(0.769 / 0.632)
     sigmoid = lambda v: 1 / (1 + np.exp(-v))
     r_z = [0.5 / 0.625, 0.3 / 0.475]
     assert np.allclose(online, [(2 + sigmoid(np.log(8 / 7 / 1.3 / r_z[0]))) / 3,
@@ -273,11 +273,11 @@ def test_rmia_known_answer_by_hand():
     assert np.allclose(frac(mia.rmia(*args, attack="offline", kappa=1.1, a=0.5)), [2 / 3, 2 / 3])
     # κ = 1 offline: the same fractions (1.28 < 1.286; 1 ≥ 0.8 and 0.545)
     assert np.allclose(frac(mia.rmia(*args, attack="offline", a=0.5)), [2 / 3, 2 / 3])
-    # a = 1 is the OUT mean itself: r(ξ) = 1, 0.75, 1.5, and r(x₁) = 0.8/0.5 = 1.6, r(x₂) = 0.4/0.2 = 2 beat all;
-    # the tie at 1 is broken by the margins over the highest ξ: log(1.6/1.5) < log(2/1.5)
+    # a = 1 is the OUT mean itself: r(ζ) = 1, 0.75, 1.5, and r(x₁) = 0.8/0.5 = 1.6, r(x₂) = 0.4/0.2 = 2 beat all;
+    # the tie at 1 is broken by the margins over the highest ζ: log(1.6/1.5) < log(2/1.5)
     top = mia.rmia(*args, attack="offline", a=1.0)
     assert np.allclose(frac(top), [1, 1]) and np.allclose(top, 1 + sigmoid(np.log(np.array([1.6, 2]) / 1.5)) / 3)
-    # a = 0: p̄ = ½(p̄_OUT + 1); r(x₁) = 0.8/0.75 ≈ 1.067, r(x₂) = 0.4/0.6 ≈ 0.667, r(ξ) = 0.5/0.75 ≈ 0.667,
+    # a = 0: p̄ = ½(p̄_OUT + 1); r(x₁) = 0.8/0.75 ≈ 1.067, r(x₂) = 0.4/0.6 ≈ 0.667, r(ζ) = 0.5/0.75 ≈ 0.667,
     # 0.3/0.7 ≈ 0.429, 0.9/0.8 = 1.125; with κ = 1.1, x₁ dominates two, x₂ (0.606 after dividing by κ) one
     assert np.allclose(frac(mia.rmia(*args, attack="offline", a=0.0, kappa=1.1)), [2 / 3, 1 / 3])
     a = mia._fit_a(mia.log_true_class_probability(shadows[..., None]), members, None)
@@ -368,7 +368,7 @@ def test_rmia_fits_a_without_the_target():
 
 
 def test_rmia_finds_planted_members_with_few_reference_models():
-    """φ_IN ~ N(μ_j + 1, 1), φ_OUT ~ N(μ_j, 1), population φ ~ N(μ_ξ, 1) with the same spread of μ: RMIA
+    """φ_IN ~ N(μ_j + 1, 1), φ_OUT ~ N(μ_j, 1), population φ ~ N(μ_ζ, 1) with the same spread of μ: RMIA
     beats chance by far with the most references, and still with one model per side (where LiRA cannot
     estimate a spread); more references help."""
     rng = np.random.default_rng(0)
