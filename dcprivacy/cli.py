@@ -449,7 +449,7 @@ def _attack(args) -> int:
         for j, k in enumerate(group):
             one = PipelineRuns(runs.name, [k], *(getattr(runs, f)[j:j + 1] for f in
                                                  ("scores", "logits", "test_accuracy", "init_mask", "train_size")),
-                               runs.seconds / len(group), runs.config)
+                               runs.seconds / len(group), runs.config, runs.population[j:j + 1])
             save({"format": "dcprivacy.attack-run", **ident, "runs": one.to_dict()},
                  _run_file(out, args.pipeline, k))
             parts.append(one)
@@ -532,6 +532,10 @@ def _check_runs(runs, i: int, n: int, K: int, P: int, f: Path, like=None) -> Non
     _tensor(fields, "test_accuracy", (k,), "float", where)
     _tensor(fields, "init_mask", (k, P), "bool", where)
     _tensor(fields, "train_size", (k,), "int", where)
+    if runs.population is None:  # RMIA's population: the test images' scores, in every shard since RMIA
+        raise FileError(f"{where}: holds no population scores (written before RMIA); run the shard again")
+    m = None if like is None else like.population.shape[1]
+    _tensor(fields, "population", (k, m, runs.scores.shape[2]), "float", where)
 
 
 @subcommand("attack-merge", "merge the shards of an attack and compute its metrics")(_merge_args)

@@ -56,7 +56,7 @@ DEVICES = ("cpu", "t4", "h200")
 # attention span, 20 minutes per chapter.
 BUDGET_MINUTES = {
     ("quick", "cpu"): {"01-tour": 1.5, "02-condensation": 3.0, "03-linear-bound": 0.5, "04-membership-inference": 3.5,
-                       "05-no-free-lunch": 4.0, "06-nonlinear": 1.0, "07-visual-privacy": 1.0,
+                       "05-no-free-lunch": 4.5, "06-nonlinear": 1.0, "07-visual-privacy": 1.0,
                        "08-dp-condensation": 6.0,  # 5 and 8 standing alone: chapter 4's experiment included
                        "appendix-fast": 0.5},
     ("standard", "t4"): {stem: 20.0 for stem in ("01-tour", "02-condensation", "03-linear-bound",
@@ -318,7 +318,8 @@ def accounting(calibrations: int = 0, evaluations: int = 0) -> Work:
 
 def mia_pipeline(name: str, cfg, *, gpu_paths: bool = False) -> Work:
     """:func:`dcprivacy.pipelines.run_pipeline`: K runs of one pipeline on the IN halves of the pool,
-    every model scored on the whole pool (2 queries) and tested on ``test_size`` images."""
+    every model scored on the whole pool and on ``test_size`` test images (2 queries each: the plain one
+    gives the accuracy, both RMIA's population scores)."""
     K, half = cfg.runs, cfg.pool / 2
     net = dict(width=cfg.width, depth=3, gpu_paths=gpu_paths)
     small = NUM_CLASSES * cfg.ipc
@@ -341,7 +342,7 @@ def mia_pipeline(name: str, cfg, *, gpu_paths: bool = False) -> Work:
         w = cond + train(small, cfg.epochs_small, K, batch_size=cfg.batch_size, **net)
     test = cfg.test_size or TEST_SIZE
     return (w + inference(cfg.pool, K, queries=2, width=cfg.width, gpu_paths=gpu_paths)
-            + inference(test, K, width=cfg.width, gpu_paths=gpu_paths)).named(f"pipeline {name}")
+            + inference(test, K, queries=2, width=cfg.width, gpu_paths=gpu_paths)).named(f"pipeline {name}")
 
 
 def mia_experiment(cfg, *, gpu_paths: bool = False) -> Work:
@@ -412,7 +413,10 @@ def ch03_linear_bound(p: Profile, dev: Device) -> Work:
 
 def ch04_membership_inference(p: Profile, dev: Device) -> Work:
     cfg = p.mia
-    attacks = bootstrap(cfg.runs * cfg.pool, cfg.bootstrap, 3 * len(cfg.pipelines)).named("attacks")
+    # the table: loss, LiRA online and offline, RMIA online and offline, per pipeline; the reference-model
+    # table on the real pipeline: RMIA with 1 model per side, LiRA and RMIA with 2 and 4 (all: the table's);
+    # the verdict: a paired bootstrap of real against each condensed pipeline
+    attacks = bootstrap(cfg.runs * cfg.pool, cfg.bootstrap, 5 * len(cfg.pipelines) + 10).named("attacks")
     condensed = sum(p_ not in ("real", "subset") for p_ in cfg.pipelines)
     verdict = bootstrap(cfg.runs * cfg.pool, 5 * cfg.bootstrap, condensed + 1).named("paired verdict")
     return mia_experiment(cfg, gpu_paths=dev.gpu_paths) + attacks + verdict
@@ -523,8 +527,8 @@ def ch08_dp_condensation(p: Profile, dev: Device) -> Work:
     w = w + accounting(calibrations=2 * len(d.epsilons), evaluations=16 + 3 * len(d.epsilons)).named("accounting")
     K, half = d.attack_runs, d.attack_pool / 2
     test = d.attack_test or TEST_SIZE
-    scored = 2 * (inference(d.attack_pool, K, queries=2, width=d.width, gpu_paths=g) + inference(test, K, width=d.width,
-                                                                                             gpu_paths=g))
+    scored = 2 * (inference(d.attack_pool, K, queries=2, width=d.width, gpu_paths=g)
+                  + inference(test, K, queries=2, width=d.width, gpu_paths=g))  # as mia_pipeline scores
     w = w + (K * dp_dm(half, d.iterations) + train(NUM_CLASSES * d.ipc, d.eval_epochs, K, width=d.width, gpu_paths=g)
              + dp_sgd(half, K) + scored + accounting(calibrations=1)).named("attacked DP pipelines")
     # the positive control: chapter 4's real and DM pipelines, at this audit's K, pool and test images

@@ -18,15 +18,21 @@ target's φ by the log-likelihood ratio; ``"offline"`` fits the OUT Gaussian onl
 far above it the target's φ lies (one-sided); ``"global"`` is one threshold on the target's own
 score for every example (with :func:`loss_scores`, the loss attack).
 
+RMIA (Zarifzadeh, Liu & Shokri, "Low-Cost High-Power Membership Inference Attacks", ICML 2024;
+:func:`rmia`, :func:`rmia_leave_one_out`) compares, under the target model, the example's probability
+ratio p_f(x) / p̄(x) (target over the reference models' average) with the same ratio of *population*
+samples ζ that no model trained on, and scores the fraction of them that x dominates by a factor κ
+(ties, which a finite population makes common at the top, broken by the margin).
+
 Everything after the models' outputs is numpy float64, vectorized over runs, examples and queries.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scipy.special import log_ndtr
+from scipy.special import log_ndtr, logsumexp
 
 from . import metrics
 from .train import predict
@@ -135,12 +141,16 @@ def _mask_array(members, shape, name: str) -> np.ndarray:
     return m
 
 
-def _balanced(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _balanced(m: np.ndarray, per_side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The IN and OUT shadows used for each example: the first ``n_j`` of each group in run order,
-    ``n_j = min(#IN_j, #OUT_j)`` (as the reference does). Equal counts matter: in leave-one-out the
-    target leaves its own group one shadow short, and a centre estimated from fewer shadows is
-    noisier, which on its own pushes members' scores down (AUC below 0.5 with no signal at all)."""
+    ``n_j = min(#IN_j, #OUT_j)`` (as the reference does), at most ``per_side``. Equal counts matter: in
+    leave-one-out the target leaves its own group one shadow short, and a centre estimated from fewer
+    shadows is noisier, which on its own pushes members' scores down (AUC below 0.5 with no signal at
+    all). ``n_j`` is the same for members and non-members of the target: the minimum does not change
+    when the target's one IN or OUT model moves to the other group."""
     n = np.minimum(m.sum(0), (~m).sum(0))
+    if per_side is not None:
+        n = np.minimum(n, per_side)
     return m & (np.cumsum(m, 0) <= n), ~m & (np.cumsum(~m, 0) <= n)
 
 
@@ -157,13 +167,15 @@ def _fit(s: np.ndarray, g: np.ndarray):
     return median, m2, np.broadcast_to(c, m2.shape)
 
 
-def _attack(s, m, x, attack: str, fixed_variance: bool, who: str = "", out_shadows=None) -> np.ndarray:
+def _attack(s, m, x, attack: str, fixed_variance: bool, who: str = "", out_shadows=None,
+            per_side: int | None = None) -> np.ndarray:
     """Scores [T, n] of the targets' φ ``x`` [T, n, A] against the shadows ``s`` [S, n, A] with
     membership ``m`` [S, n] (see :func:`lira`). ``out_shadows`` [n] (offline only): use at most that
-    many OUT shadows per example, the first in run order (see :func:`leave_one_out`)."""
+    many OUT shadows per example, the first in run order (see :func:`leave_one_out`); ``per_side``:
+    at most that many of each kind (see :func:`_balanced`)."""
     if attack == "global":
         return x.mean(-1)
-    g_in, g_out = _balanced(m) if attack == "online" else (m, ~m)
+    g_in, g_out = _balanced(m, per_side) if attack == "online" or per_side is not None else (m, ~m)
     if attack == "offline" and out_shadows is not None:
         g_out = g_out & (np.cumsum(g_out, 0) <= out_shadows)
     kinds = ("IN", "OUT") if attack == "online" else ("OUT",)  # offline never looks at IN models
@@ -190,7 +202,8 @@ def _check_attack(attack: str):
         raise ValueError(f"attack={attack!r}: allowed values are {', '.join(map(repr, ATTACKS))}")
 
 
-def lira(target, shadows, shadow_members, *, attack: str = "online", fixed_variance: bool = False) -> np.ndarray:
+def lira(target, shadows, shadow_members, *, attack: str = "online", fixed_variance: bool = False,
+         per_side: int | None = None) -> np.ndarray:
     """LiRA scores of target models from separate shadow models (higher = more likely a member).
 
     ``shadows``: φ [S, n] or [S, n, A] of the shadow models on the ``n`` examples (A queries);
@@ -209,7 +222,11 @@ def lira(target, shadows, shadow_members, *, attack: str = "online", fixed_varia
 
     ``attack``: ``"online"`` log N(φ; IN) − log N(φ; OUT); ``"offline"`` −log P[OUT ≥ φ], the
     one-sided test of the paper (the reference's script scores offline by the two-sided −log N(φ;
-    OUT)); ``"global"`` φ itself, averaged over queries (shadows unused)."""
+    OUT)); ``"global"`` φ itself, averaged over queries (shadows unused).
+
+    ``per_side``: use at most this many IN and as many OUT shadows per example (the first in run
+    order; see :func:`_balanced`) — the offline attack then takes the same number of OUT shadows as
+    the online one would. Default: online, as many of each as every example has; offline, all OUT."""
     _check_attack(attack)
     s = _runs_array(shadows, "shadows")
     m = _mask_array(shadow_members, s.shape[:2], "shadow_members")
@@ -220,7 +237,7 @@ def lira(target, shadows, shadow_members, *, attack: str = "online", fixed_varia
     x = _runs_array(x[None] if single else x, "target")
     if x.shape[1:] != s.shape[1:]:
         raise ValueError(f"target has (n, queries) = {x.shape[1:]} but shadows {s.shape[1:]}: score the same examples")
-    out = _attack(s, m, x, attack, fixed_variance)
+    out = _attack(s, m, x, attack, fixed_variance, per_side=per_side)
     return out[0] if single else out
 
 
@@ -232,6 +249,7 @@ class AttackResult:
     scores: np.ndarray
     labels: np.ndarray
     runs: int = 1
+    details: dict = field(default_factory=dict)  # what the attack chose per target (RMIA: its ``a``)
 
     def per_run(self) -> tuple[np.ndarray, np.ndarray]:
         return self.scores.reshape(self.runs, -1), self.labels.reshape(self.runs, -1)
@@ -246,7 +264,7 @@ class AttackResult:
 
 
 def leave_one_out(scores, members, *, attack: str = "online", fixed_variance: bool = False,
-                  name: str | None = None) -> AttackResult:
+                  name: str | None = None, per_side: int | None = None) -> AttackResult:
     """Attack every run in turn, the other ``K − 1`` runs being its shadow models.
 
     ``scores``: φ (or any per-model score, e.g. :func:`loss_scores` with ``attack="global"``) of the
@@ -260,7 +278,8 @@ def leave_one_out(scores, members, *, attack: str = "online", fixed_variance: bo
     example's OUT runs), the first in run order — otherwise non-members' OUT centres would come from
     one shadow fewer, be noisier, and score differently from members' with no signal at all.
     One loop over the ``K`` targets (its row deleted, the shadows' medians fitted afresh), everything
-    else vectorized."""
+    else vectorized. ``per_side`` caps the shadows per example
+    (see :func:`lira`)."""
     _check_attack(attack)
     s = _runs_array(scores, "scores")
     m = _mask_array(members, s.shape[:2], "members")
@@ -268,12 +287,183 @@ def leave_one_out(scores, members, *, attack: str = "online", fixed_variance: bo
         raise ValueError(f"scores has {s.shape[0]} run(s): leave-one-out needs at least 2 (one target, one shadow)")
     out_shadows = (~m).sum(0) - 1 if attack == "offline" else None  # what a non-member's target leaves
     out = np.stack([_attack(np.delete(s, t, 0), np.delete(m, t, 0), s[t:t + 1], attack, fixed_variance,
-                            f" (target {t})", out_shadows)[0]
+                            f" (target {t})", out_shadows, per_side)[0]
                     for t in range(s.shape[0])])  # each run the target once, the others its shadows
     if name is None:
         name = attack + (" (fixed variance)" if fixed_variance and attack != "global" else "")
     return AttackResult(name, out.ravel(), m.ravel().copy(), runs=s.shape[0])
 
 
+# ---- RMIA ------------------------------------------------------------------------------------------
+
+RMIA_ATTACKS = ("online", "offline")
+KAPPA = 1.0  # RMIA's dominance factor κ (the paper's γ): r_f(x) must reach κ·r_f(ζ) for x to dominate ζ
+
+
+def log_true_class_probability(phi) -> np.ndarray:
+    """log p̄: the log of the probability of the true class averaged over the queries (last axis), from
+    the logit-scaled confidence φ [..., A] (p = e^φ / (1 + e^φ)). Exact for any φ: p = 10⁻⁴⁰⁰ keeps its log."""
+    phi = np.asarray(phi, dtype=np.float64)
+    return logsumexp(-np.logaddexp(0.0, -phi), axis=-1) - np.log(phi.shape[-1])
+
+
+def _log_mean(logp: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """log of the mean of e^logp [S, n] over the models selected by ``g`` [S, n], for each example."""
+    return logsumexp(logp, axis=0, b=g.astype(np.float64)) - np.log(g.sum(0))
+
+
+def _log_marginal(log_out: np.ndarray, a: float) -> np.ndarray:
+    """The paper's offline p̄ = ½((1 + a)·p̄_OUT + (1 − a)), in logs. It says p̄_IN ≈ a·p̄_OUT + (1 − a):
+    training on an example moves its probability a share 1 − a of the way to 1."""
+    with np.errstate(divide="ignore"):  # a = 1: log(1 − a) = −∞, the OUT mean alone
+        return np.log(0.5) + np.logaddexp(np.log1p(a) + log_out, np.log1p(-a))
+
+
+def _rmia_scores(lx, lz, ls, g, lzs, attack: str, a: float, kappa: float) -> np.ndarray:
+    """RMIA scores [n] of one target model.
+
+    ``lx`` [n], ``lz`` [m]: the target's log p̄ on the pool and on the population; ``ls`` [S, n]: the
+    references' on the pool, of which ``g`` [S, n] selects each example's (online: as many IN as OUT;
+    offline: OUT only); ``lzs`` [S', m]: the references' on the population, which none trained on."""
+    log_px = _log_mean(ls, g)  # the selected references' mean probability: online p̄(x), offline p̄_OUT(x)
+    if attack == "offline":
+        log_px = _log_marginal(log_px, a)
+    # no model trained on ζ: its p̄ mixes in the IN half through the approximation, in both attacks
+    log_pz = _log_marginal(logsumexp(lzs, axis=0) - np.log(len(lzs)), a)
+    ratio_x = lx - log_px - np.log(kappa)  # log (r_f(x) / κ), r_f = p_f / p̄
+    ratio_z = np.sort(lz - log_pz)  # log r_f(ζ), sorted
+    # the number of ζ with r_f(x) ≥ κ·r_f(ζ): one binary search per x in the sorted population ratios
+    k = np.searchsorted(ratio_z, ratio_x, side="right")
+    # ties: every x that dominates the same k of the m samples (all m, above all) would share a score; they
+    # are ordered by how far x clears the k-th sample (below the first: how far it falls short of it), a
+    # logistic of that log-margin in (0, 1) — less than one step, so ⌊m·score⌋ = k is the paper's count
+    margin = ratio_x - ratio_z[np.maximum(k - 1, 0)]
+    return (k + np.minimum(np.exp(-np.logaddexp(0.0, -margin)), 1 - 1e-9)) / len(ratio_z)
+
+
+def _first_out(m: np.ndarray, per_side: int | None) -> np.ndarray:
+    """The OUT references of offline RMIA: for every example the first ``c`` in run order, ``c`` = ``per_side``
+    or the fewest OUT models any example has — one count for all, so that it cannot differ between members
+    and non-members of the target (in leave-one-out a member has one OUT model more among the others)."""
+    c = int((~m).sum(0).min()) if per_side is None else per_side
+    return ~m & (np.cumsum(~m, 0) <= c)
+
+
+def _fit_a(ls, m, per_side: int | None) -> float:
+    """The offline coefficient ``a`` of p̄_IN ≈ a·p̄_OUT + (1 − a), from the reference models alone: with
+    1 − p̄_IN = a·(1 − p̄_OUT), the ratio of their sums over the pool examples, each example's IN and OUT
+    means taken over as many of its reference models of each kind as the online attack uses; clipped to
+    [0, 1]. (A least-squares slope would be biased towards 0 by the noise in the OUT means — with one model
+    per side, a = 0.97 where membership changes nothing — and so bias every non-member's score upwards.)
+    The target model and its members play no part."""
+    g_in, g_out = _balanced(m, per_side)
+    ok = g_in.any(0) & g_out.any(0)
+    if not ok.any():
+        raise ValueError("fitting a needs ≥ 2 reference models, one that trained on some pool example and one "
+                         "that did not; pass a in [0, 1] instead")
+    u_in = -np.expm1(_log_mean(ls[:, ok], g_in[:, ok]))  # 1 − p̄_IN
+    u_out = -np.expm1(_log_mean(ls[:, ok], g_out[:, ok]))
+    den = float(u_out.sum())
+    return float(np.clip(u_in.sum() / den, 0.0, 1.0)) if den > 0 else 1.0
+
+
+def _rmia(lx, lzx, ls, m, lzs, attack: str, kappa: float, a, per_side, who: str = ""):
+    """Scores [T, n] of the targets (log p̄ ``lx`` [T, n] on the pool, ``lzx`` [T, m] on the population)
+    against the references (``ls`` [S, n], ``lzs`` [S, m], membership ``m`` [S, n]), and the ``a`` used."""
+    if attack == "online":
+        g_in, g_out = _balanced(m, per_side)
+        g, need = g_in | g_out, "an IN and an OUT reference model"
+    else:
+        g, need = _first_out(m, per_side), "an OUT reference model"
+    if (g.sum(0) == 0).any():
+        j = int(np.argmax(g.sum(0) == 0))
+        raise ValueError(f"example {j} has no usable reference model{who}: {attack} RMIA needs {need} per "
+                         f"example; use more runs (membership_masks gives every example runs/2 IN)")
+    if a is None:
+        a = _fit_a(ls, m, per_side)
+    lzs = lzs[:max(1, int(np.median(g.sum(0))))]  # the population scored by as many references as an example
+    return np.stack([_rmia_scores(x, z, ls, g, lzs, attack, a, kappa) for x, z in zip(lx, lzx)]), float(a)
+
+
+def _check_rmia(attack: str, kappa, a, per_side):
+    if attack not in RMIA_ATTACKS:
+        raise ValueError(f"attack={attack!r}: allowed values are {', '.join(map(repr, RMIA_ATTACKS))}")
+    if not (np.isfinite(kappa) and kappa > 0):
+        raise ValueError(f"kappa={kappa}: the dominance factor must be a positive number (the paper's γ; 1 by default)")
+    if a is not None and not 0 <= a <= 1:
+        raise ValueError(f"a={a}: the coefficient must lie in [0, 1] (None: fitted on the reference models)")
+    if per_side is not None and (int(per_side) != per_side or per_side < 1):
+        raise ValueError(f"per_side={per_side}: must be a positive whole number of reference models")
+
+
+def rmia(target, shadows, shadow_members, target_population, shadow_population, *, attack: str = "online",
+         kappa: float = KAPPA, a: float | None = None, per_side: int | None = None) -> np.ndarray:
+    """RMIA scores of target models from reference (shadow) models, in [0, 1] (higher = more likely a member).
+
+    ``target``, ``shadows``: φ (:func:`logit_scaled_confidence`) of the attacked and of the reference models
+    on the ``n`` pool examples, [T, n(, A)] (or one target [n(, A)]) and [S, n(, A)]; ``shadow_members``: bool
+    [S, n]; ``target_population`` [T, m(, A)], ``shadow_population`` [S, m(, A)]: φ of the same models on
+    ``m`` population samples ζ that none of them trained on.
+
+    From φ, p = e^φ / (1 + e^φ) is the probability of the true class; p_f is the target's, averaged over
+    the A queries, and p̄(x) the references' average: ``"online"`` over as many models trained on x as
+    not (the first ``n_j`` of each, as :func:`lira`), ``"offline"`` through the paper's approximation
+    ½((1 + a)·p̄_OUT(x) + (1 − a)) from the OUT models alone (the same number for every example,
+    :func:`_first_out`). No model trained on a population sample ζ: in both attacks p̄(ζ) comes from its
+    OUT mean through the same approximation, standing for the mixture of models that did and did not
+    train on it that p̄(x) averages. With r_f = p_f / p̄, the score of x is the fraction of the ζ with
+    r_f(x) ≥ κ·r_f(ζ), plus less than one step 1/m that orders the ties (x that dominate the same ζ) by
+    how far r_f(x)/κ clears the last of them: ⌊m·score⌋/m is the paper's fraction. ``a=None`` fits
+    ``a`` on the reference models (:func:`_fit_a`); ``per_side`` caps
+    the reference models per example and side."""
+    _check_rmia(attack, kappa, a, per_side)
+    x = _runs_array(target[None] if np.ndim(target) == np.ndim(shadows) - 1 else target, "target")
+    single = np.ndim(target) == np.ndim(shadows) - 1
+    s = _runs_array(shadows, "shadows")
+    m = _mask_array(shadow_members, s.shape[:2], "shadow_members")
+    zx = _runs_array(target_population[None] if single else target_population, "target_population")
+    zs = _runs_array(shadow_population, "shadow_population")
+    if x.shape[1:] != s.shape[1:]:
+        raise ValueError(f"target has (n, queries) = {x.shape[1:]} but shadows {s.shape[1:]}: score the same examples")
+    if zx.shape[0] != x.shape[0] or zs.shape[0] != s.shape[0] or zx.shape[1:] != zs.shape[1:] or \
+            zs.shape[2] != s.shape[2] or zs.shape[1] < 1:
+        raise ValueError(f"target_population {zx.shape} and shadow_population {zs.shape}: one row per target and per "
+                         f"shadow model, the same m ≥ 1 population samples, and the pool's {s.shape[2]} queries")
+    out, _ = _rmia(log_true_class_probability(x), log_true_class_probability(zx), log_true_class_probability(s), m,
+                   log_true_class_probability(zs), attack, kappa, a, per_side)
+    return out[0] if single else out
+
+
+def rmia_leave_one_out(scores, population, members, *, attack: str = "online", kappa: float = KAPPA,
+                       a: float | None = None, per_side: int | None = None, name: str | None = None) -> AttackResult:
+    """RMIA on every run in turn, the other ``K − 1`` runs being its reference models (see :func:`rmia`).
+
+    ``scores``: φ of the ``K`` runs' models on the pool, [K, n] or [K, n, A]; ``population``: φ of the same
+    models on population samples that no run trained on, [K, m(, A)]; ``members``: bool [K, n]. With
+    ``a=None`` each target's ``a`` is fitted on its reference models only; the values used are in the
+    result's ``details["a"]``. With LiRA masks every example has ``K/2 − 1`` usable references per side, so
+    RMIA needs ``K ≥ 4`` here (``per_side`` takes fewer). One loop over the targets, the rest vectorized."""
+    _check_rmia(attack, kappa, a, per_side)
+    s = _runs_array(scores, "scores")
+    m = _mask_array(members, s.shape[:2], "members")
+    z = _runs_array(population, "population")
+    if z.shape[0] != s.shape[0] or z.shape[2] != s.shape[2] or z.shape[1] < 1:
+        raise ValueError(f"population has shape {z.shape}: expected [{s.shape[0]}, m ≥ 1, {s.shape[2]}], the same "
+                         f"runs and queries as scores {s.shape}")
+    if s.shape[0] < 2:
+        raise ValueError(f"scores has {s.shape[0]} run(s): leave-one-out needs at least 2 (one target, one reference)")
+    lp, lz = log_true_class_probability(s), log_true_class_probability(z)
+    out, used = [], []
+    for t in range(s.shape[0]):  # each run the target once, the others its references
+        keep = np.arange(s.shape[0]) != t
+        sc, a_t = _rmia(lp[t:t + 1], lz[t:t + 1], lp[keep], m[keep], lz[keep], attack, kappa, a, per_side,
+                        f" (target {t})")
+        out.append(sc[0])
+        used.append(a_t)
+    return AttackResult(name or f"rmia-{attack}", np.stack(out).ravel(), m.ravel().copy(), runs=s.shape[0],
+                        details={"a": used, "kappa": float(kappa)})
+
+
 __all__ = ["membership_masks", "logit_scaled_confidence", "cross_entropy", "loss_scores", "query_logits",
-           "scores_from_models", "lira", "leave_one_out", "AttackResult", "ATTACKS", "AUGMENTS"]
+           "scores_from_models", "lira", "leave_one_out", "AttackResult", "ATTACKS", "AUGMENTS",
+           "log_true_class_probability", "rmia", "rmia_leave_one_out", "RMIA_ATTACKS", "KAPPA"]

@@ -13,8 +13,8 @@ A *pipeline* maps the IN half of a pool of real examples (and a seed) to a train
   a given (ε, δ), for the same attacks.
 
 :func:`run_pipeline` runs K of them — one per membership mask — and returns what the attacks need:
-every model's scores on every pool example, its test accuracy, and which pool examples initialised
-each run's synthetic set. The K models are trained with :func:`dcprivacy.train.train_models`
+every model's scores on every pool example and on the test images (its test accuracy, and RMIA's
+population: images that no run trained on), and which pool examples initialised each run's synthetic set. The K models are trained with :func:`dcprivacy.train.train_models`
 (vectorized where the device gains from it); the K condensations run one after another with
 independent randomness, since shadow models that shared the target's random draws would know more
 than any attacker.
@@ -34,7 +34,7 @@ from .augment import DEFAULT_STRATEGY
 from .config import DP, MIA, progress
 from .mia import logit_scaled_confidence, membership_masks, query_logits
 from .nets import net_factory
-from .train import TrainConfig, accuracy, train_models
+from .train import TrainConfig, train_models
 
 PIPELINES = ("real", "subset", "dm", "dm-noise", "dc", "dsa")
 
@@ -51,6 +51,9 @@ class PipelineRuns:
     train_size: torch.Tensor  # [runs] images each model was trained on
     seconds: float = 0.0
     config: dict = field(default_factory=dict)
+    # [runs, test images, queries] φ of the test images: RMIA's population samples ζ, which no run trained on
+    # (None in runs written before RMIA; RMIA then asks for them to be run again)
+    population: torch.Tensor | None = None
 
     def to_dict(self) -> dict:
         """A plain dict of tensors and plain values (for files read with ``weights_only=True``)."""
@@ -63,11 +66,13 @@ class PipelineRuns:
         keys = ("name", "runs", "scores", "logits", "test_accuracy", "init_mask", "train_size")
         if not isinstance(d, dict) or any(k not in d for k in keys):
             raise FileError(f"{where}: not the runs of a pipeline (expected the fields {', '.join(keys)})")
-        r = cls(**{k: d[k] for k in (*keys, "seconds", "config") if k in d})
+        r = cls(**{k: d[k] for k in (*keys, "seconds", "config", "population") if k in d})
         n = len(r.runs)
-        if any(not isinstance(getattr(r, k), torch.Tensor) or len(getattr(r, k)) != n for k in keys[2:]):
+        tensors = keys[2:] + (("population",) if r.population is not None else ())
+        if any(not isinstance(getattr(r, k), torch.Tensor) or len(getattr(r, k)) != n for k in tensors):
             raise FileError(f"{where}: every tensor must have one row per run ({n})")
-        if not bool(torch.isfinite(r.scores).all()):
+        if not bool(torch.isfinite(r.scores).all()) or \
+                (r.population is not None and not bool(torch.isfinite(r.population).all())):
             raise FileError(f"{where}: scores hold NaN or infinite values")
         return r
 
@@ -81,8 +86,14 @@ class PipelineRuns:
         if len(set(runs)) != len(runs):
             raise ValueError(f"merge: runs overlap between shards ({runs})")
         cat = lambda k: torch.cat([getattr(p, k) for p in parts])
+        has = [p.population is not None for p in parts]
+        if any(has) and not all(has):
+            raise ValueError("merge: some shards hold population scores (RMIA) and some do not: they were written "
+                             "by different versions; run the older ones again")
+        population = cat("population") if all(has) else None
         return PipelineRuns(parts[0].name, runs, cat("scores"), cat("logits"), cat("test_accuracy"),
-                            cat("init_mask"), cat("train_size"), sum(p.seconds for p in parts), parts[0].config)
+                            cat("init_mask"), cat("train_size"), sum(p.seconds for p in parts), parts[0].config,
+                            population)
 
 
 def _subset_mask(members: torch.Tensor, y: torch.Tensor, ipc: int, seed: int) -> torch.Tensor:
@@ -182,10 +193,15 @@ def _train_on_own_sets(factory, images: list[torch.Tensor], labels: list[torch.T
 
 def _score(ens, x: torch.Tensor, y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, query: str):
     """What the attacks need of trained models: the logit-scaled confidence of every query of every pool
-    example [runs, pool, queries], the plain query's logits [runs, pool, classes], and test accuracy [runs]."""
+    example [runs, pool, queries], the plain query's logits [runs, pool, classes], test accuracy [runs]
+    (from the plain query), and the logit-scaled confidence of every query of every test image [runs,
+    test, queries]: RMIA's population samples, images of the same distribution that no run trained on."""
     logits = query_logits(ens, x, augment=query)  # [runs, pool, queries, classes]
     scores = logit_scaled_confidence(logits, y.view(1, -1, 1))
-    return scores, logits[:, :, 0].float(), accuracy(ens, test_x, test_y)
+    test = query_logits(ens, test_x, augment=query)  # [runs, test, queries, classes]
+    test_y = test_y.to(test.device)
+    acc = (test[:, :, 0].argmax(-1) == test_y).float().mean(1)
+    return scores, logits[:, :, 0].float(), acc, logit_scaled_confidence(test, test_y.view(1, -1, 1))
 
 
 def run_pipeline(name: str, x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor, test_x: torch.Tensor,
@@ -195,7 +211,8 @@ def run_pipeline(name: str, x: torch.Tensor, y: torch.Tensor, masks: torch.Tenso
     """Run pipeline ``name`` for the given ``runs`` (default all K) of ``masks`` [K, pool].
 
     Model ``k`` gets seed ``seed + k``. All models are scored on the whole pool: logit-scaled
-    confidence of every query (``"flip"``: the image and its mirror) and the plain query's logits.
+    confidence of every query (``"flip"``: the image and its mirror) and the plain query's logits; and on
+    the test images: accuracy, and the same confidences (RMIA's population, ``PipelineRuns.population``).
     ``checkpoints``: a folder for the condensation checkpoints of each run (``NAME-run-K-condense.pt``;
     a run killed half-way resumes from its last one, with the same result).
     """
@@ -218,9 +235,9 @@ def run_pipeline(name: str, x: torch.Tensor, y: torch.Tensor, masks: torch.Tenso
                                                    checkpoint_every)
         ens, train_size = _train_on_own_sets(factory, images, labels, seeds, device=device, aug_seed=seed,
                                              config=train, desc=f"{name} models")
-    scores, logits, acc = _score(ens, x, y, test_x, test_y, query)
+    scores, logits, acc, population = _score(ens, x, y, test_x, test_y, query)
     return PipelineRuns(name, runs, scores.cpu(), logits.cpu(), acc.cpu(), init_mask.cpu(),
-                        train_size.cpu(), time.time() - started, asdict(cfg))
+                        train_size.cpu(), time.time() - started, asdict(cfg), population.cpu())
 
 
 @dataclass
@@ -363,22 +380,35 @@ def run_subset_sweep(ds, cfg: MIA, *, sizes: Sequence[int] | None = None, seed: 
     return out
 
 
-ATTACKS = {  # name → (LiRA variant, fixed variance); "loss" is the loss-threshold attack
+ATTACKS = {  # name → (variant, fixed variance): LiRA's; "loss" is the loss-threshold attack; "rmia-…" RMIA's
     "lira-online": ("online", False), "lira-online-fixed": ("online", True),
     "lira-offline": ("offline", False), "lira-offline-fixed": ("offline", True), "loss": (None, None),
+    "rmia-online": ("online", None), "rmia-offline": ("offline", None),
 }
 
 
-def attack(runs: PipelineRuns, masks: torch.Tensor, y: torch.Tensor, name: str = "lira-online-fixed"):
-    """Leave-one-out attack ``name`` (see ``ATTACKS``) on the K runs of one pipeline."""
-    from .mia import leave_one_out, loss_scores
+def _population(runs: PipelineRuns):
+    if runs.population is None:
+        raise ValueError(f"the runs of {runs.name!r} hold no population scores (written before RMIA): run them again")
+    return runs.population
+
+
+def attack(runs: PipelineRuns, masks: torch.Tensor, y: torch.Tensor, name: str = "lira-online-fixed", *,
+           per_side: int | None = None):
+    """Leave-one-out attack ``name`` (see ``ATTACKS``) on the K runs of one pipeline. ``per_side``: at most
+    this many reference models per example trained on it, and as many not (LiRA and RMIA; see
+    :func:`dcprivacy.mia.lira`)."""
+    from .mia import leave_one_out, loss_scores, rmia_leave_one_out
     if name not in ATTACKS:
         raise ValueError(f"attack {name!r}: allowed values are {', '.join(ATTACKS)}")
     members = masks[runs.runs]
     if name == "loss":
         return leave_one_out(loss_scores(runs.logits, y.view(1, -1)), members, attack="global", name="loss")
     variant, fixed = ATTACKS[name]
-    return leave_one_out(runs.scores, members, attack=variant, fixed_variance=fixed, name=name)
+    if name.startswith("rmia-"):
+        return rmia_leave_one_out(runs.scores, _population(runs), members, attack=variant, per_side=per_side,
+                                  name=name)
+    return leave_one_out(runs.scores, members, attack=variant, fixed_variance=fixed, name=name, per_side=per_side)
 
 
 def group_summary(result, group: torch.Tensor | None = None, *, bootstrap: int = 200, seed: int = 0,
@@ -480,11 +510,12 @@ def run_dp_pipeline(name: str, x: torch.Tensor, y: torch.Tensor, masks: torch.Te
                                  clip=cfg.clip, lr=cfg.dpsgd_lr, accountant=cfg.accountant, device=device,
                                  desc="dp-sgd models")
         ens, train_size, spent, sigma = res.models, members.sum(1), res.epsilon, res.noise_multiplier
-    scores, logits, acc = _score(ens, x, y, test_x, test_y, query)  # as for every pipeline
+    scores, logits, acc, population = _score(ens, x, y, test_x, test_y, query)  # as for every pipeline
     config = {**asdict(cfg), "target_epsilon": epsilon, "epsilon": spent, "noise_multiplier": sigma,
               "class_size": class_size}
     return PipelineRuns(name, runs, scores.cpu(), logits.cpu(), acc.cpu(),
-                        torch.zeros_like(members).cpu(), train_size.cpu(), time.time() - started, config)
+                        torch.zeros_like(members).cpu(), train_size.cpu(), time.time() - started, config,
+                        population.cpu())
 
 
 def independent_masks(runs: int, n: int, *, seed: int = 0) -> torch.Tensor:
@@ -503,7 +534,7 @@ def independent_masks(runs: int, n: int, *, seed: int = 0) -> torch.Tensor:
 def cross_attack(runs: PipelineRuns, masks: torch.Tensor, y: torch.Tensor, name: str = "lira-online-fixed"):
     """Attack ``name`` (see ``ATTACKS``) on K runs whose ``masks`` come from :func:`independent_masks`:
     each run of one half is a target, the runs of the other half are its shadow models."""
-    from .mia import AttackResult, lira, loss_scores
+    from .mia import AttackResult, lira, loss_scores, rmia
     K = masks.shape[0]
     if name not in ATTACKS:
         raise ValueError(f"attack {name!r}: allowed values are {', '.join(ATTACKS)}")
@@ -516,6 +547,11 @@ def cross_attack(runs: PipelineRuns, masks: torch.Tensor, y: torch.Tensor, name:
     else:
         variant, fixed = ATTACKS[name]
         halves = [slice(0, h), slice(h, K)]
-        out = np.concatenate([lira(runs.scores[t], runs.scores[s], members[s], attack=variant, fixed_variance=fixed)
-                              for t, s in (halves, halves[::-1])])
+        if name.startswith("rmia-"):
+            z = _population(runs)
+            out = np.concatenate([rmia(runs.scores[t], runs.scores[s], members[s], z[t], z[s], attack=variant)
+                                  for t, s in (halves, halves[::-1])])
+        else:
+            out = np.concatenate([lira(runs.scores[t], runs.scores[s], members[s], attack=variant,
+                                       fixed_variance=fixed) for t, s in (halves, halves[::-1])])
     return AttackResult(f"{name} (cross)", out.ravel(), members.numpy().ravel(), runs=K)

@@ -15,7 +15,10 @@ def attack_report(runs, masks, y, cfg, seed) -> dict:
     the initialising and the other members when some member initialised a synthetic image."""
     from .pipelines import ATTACKS, attack, group_summary
     out = {"test_accuracy_mean": runs.test_accuracy.mean().item(), "test_accuracy_std": runs.test_accuracy.std().item(),
-           "train_size_mean": runs.train_size.float().mean().item(), "attacks": {}}
+           "train_size_mean": runs.train_size.float().mean().item(), "attacks": {},
+           # RMIA's population ξ: the test images every model was scored on, which no run trained on
+           "population": {"source": "test images", "samples": None if runs.population is None else
+                          int(runs.population.shape[1])}}
     members = masks[runs.runs]
     for name in ATTACKS:
         res = attack(runs, masks, y, name)

@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -36,6 +37,9 @@ def test_every_pipeline_produces_scores_for_every_run(pool, name):
         assert torch.equal(r.train_size, masks.sum(1))
     res = P.attack(r, masks, y, "lira-online-fixed")
     assert res.scores.shape == (4 * 120,)
+    # the test images: accuracy from the plain query, and RMIA's population scores (both queries)
+    assert r.population.shape == (4, 50, 2) and r.population.dtype == torch.float64
+    assert P.attack(r, masks, y, "rmia-online").scores.shape == (4 * 120,)
 
 
 @pytest.mark.parametrize("name", ["dm", "dm-noise"])
@@ -71,6 +75,7 @@ def test_shards_merge_to_the_full_run(pool):
     merged = P.PipelineRuns.merge(parts)
     assert merged.runs == [0, 1, 2, 3]
     assert torch.allclose(merged.scores, full.scores) and torch.equal(merged.init_mask, full.init_mask)
+    assert torch.allclose(merged.population, full.population)
     with pytest.raises(ValueError, match="overlap"):
         P.PipelineRuns.merge([parts[0], parts[0]])
 
@@ -106,7 +111,14 @@ def test_cli_attack_in_shards_then_merge(tmp_path):
     assert out.returncode == 0, out.stderr
     import json
     result = json.loads((tmp_path / "subset.json").read_text())
-    assert result["runs"] == 4 and "lira-online-fixed" in result["attacks"] and "provenance" in result
+    assert result["runs"] == 4 and set(result["attacks"]) == set(P.ATTACKS) and "provenance" in result
+    # RMIA beside LiRA, against the population the shards carried: the quick profile's test images
+    from dcprivacy.config import MIA
+    assert result["population"] == {"source": "test images", "samples": MIA().test_size}
+    for name in ("rmia-online", "rmia-offline"):
+        assert 0 <= result["attacks"][name]["all"]["auc"] <= 1 and "auc_ci" in result["attacks"][name]["all"]
+    shard = torch.load(tmp_path / "subset-shard-0-of-2.pt", weights_only=True)
+    assert shard["runs"]["population"].shape[:2] == (2, MIA().test_size)
     bad = subprocess.run(base + ["--shard", "5/2"], capture_output=True, text=True, env=env, timeout=600)
     assert bad.returncode != 0 and "--shard" in bad.stderr
 
@@ -147,3 +159,56 @@ def test_strongest_attack_is_judged_on_the_chosen_examples_only():
     best, results = P.strongest_attack(runs, masks, y, first)
     assert best.startswith("lira") and set(results) == set(P.ATTACKS)
     assert P.strongest_attack(runs, masks, y, (~first).nonzero().flatten())[0] == "loss"
+
+
+def _fake_runs(masks, signal, population=True, seed=0):
+    """Scores φ = per-example level + signal·member + noise on the pool, and on 300 population samples."""
+    g = torch.Generator().manual_seed(seed)
+    K, n = masks.shape
+    phi = 3 * torch.randn(1, n, 2, generator=g, dtype=torch.float64) + signal * masks.unsqueeze(-1).double() \
+        + torch.randn(K, n, 2, generator=g, dtype=torch.float64)
+    pop = 3 * torch.randn(1, 300, 2, generator=g, dtype=torch.float64) + torch.randn(K, 300, 2, generator=g,
+                                                                                     dtype=torch.float64)
+    return P.PipelineRuns("fake", list(range(K)), phi, torch.randn(K, n, 10, generator=g), torch.zeros(K),
+                          torch.zeros(K, n, dtype=torch.bool), torch.zeros(K), population=pop if population else None)
+
+
+def test_population_travels_with_the_runs_and_rmia_needs_it():
+    from dcprivacy import metrics
+    masks = membership_masks(8, 200, seed=0)
+    y = torch.zeros(200, dtype=torch.long)
+    r = _fake_runs(masks, signal=2.0)
+    back = P.PipelineRuns.from_dict(r.to_dict())
+    assert torch.equal(back.population, r.population)
+    parts = [P.PipelineRuns("fake", [k], *(getattr(r, f)[k:k + 1] for f in
+                                          ("scores", "logits", "test_accuracy", "init_mask", "train_size")),
+                            population=r.population[k:k + 1]) for k in (3, 0, 1, 2, 4, 5, 6, 7)]
+    assert torch.equal(P.PipelineRuns.merge(parts).population, r.population)
+    stale = P.PipelineRuns("fake", [8], *(getattr(r, f)[:1] for f in
+                                          ("scores", "logits", "test_accuracy", "init_mask", "train_size")))
+    with pytest.raises(ValueError, match="some shards hold population scores"):
+        P.PipelineRuns.merge(parts + [stale])
+    for name in ("rmia-online", "rmia-offline"):
+        assert name in P.ATTACKS
+        assert metrics.auc(*P.attack(r, masks, y, name).per_run()) > 0.8  # a strong planted signal
+    older = r.to_dict()
+    del older["population"]  # runs written before RMIA: every other attack still works
+    old = P.PipelineRuns.from_dict(older)
+    assert old.population is None and P.attack(old, masks, y, "lira-online").scores.shape == (1600,)
+    with pytest.raises(ValueError, match="no population scores.*run them again"):
+        P.attack(old, masks, y, "rmia-online")
+    bad = r.to_dict()
+    bad["population"] = r.population[:3]
+    with pytest.raises(Exception, match="one row per run"):
+        P.PipelineRuns.from_dict(bad)
+
+
+def test_cross_attack_runs_rmia_with_the_other_half_as_references():
+    from dcprivacy import metrics
+    from dcprivacy.mia import rmia
+    masks = P.independent_masks(8, 400, seed=0)
+    r = _fake_runs(masks, signal=2.0)
+    for variant in ("online", "offline"):
+        res = P.cross_attack(r, masks, torch.zeros(400, dtype=torch.long), f"rmia-{variant}")
+        expect = rmia(r.scores[:4], r.scores[4:], masks[4:], r.population[:4], r.population[4:], attack=variant)
+        assert np.allclose(res.per_run()[0][:4], expect) and metrics.auc(res.scores, res.labels) > 0.8

@@ -443,6 +443,9 @@ MERGE_GAPS = {  # id: (shard to alter, change, text of the error)
                                       "pool_y differs from fashionmnist's labels"),
     "pool_idx out of range": ("both", lambda d: d["pool_idx"].__setitem__(0, 10 ** 6), "pool_idx points outside"),
     "shard beyond K": ("rename", None, "is not i/N with 0 ≤ i < N ≤ K"),
+    "no population (written before RMIA)": (0, lambda d: d["runs"].pop("population"), "holds no population scores"),
+    "a population of another size": (1, lambda d: d["runs"].update(population=d["runs"]["population"][:, :-1]),
+                                     "population must be a finite float tensor of shape [2, "),
 }
 
 
