@@ -88,17 +88,24 @@ def _plain(obj):
 
 def provenance(*, config=None, seed=None, device=None, started: float | None = None,
                command: list[str] | None = None) -> dict:
-    """The provenance block of a result (``started``: ``time.time()`` when the work began)."""
+    """The provenance block of a result (``started``: ``time.time()`` when the work began); ``profile`` and
+    ``dataset`` are the active ones (``DCPRIVACY_PROFILE``, ``DCPRIVACY_DATASET``)."""
     from .config import profile_name
+    from .data import dataset_name
     try:
         profile = profile_name()
     except ValueError:
         profile = os.environ.get("DCPRIVACY_PROFILE", "")
+    try:
+        dataset = dataset_name()
+    except ValueError:
+        dataset = os.environ.get("DCPRIVACY_DATASET", "")
     return {
         "commit": git_commit(),
         "device": device_description(device),
         "versions": library_versions(),
         "profile": profile,
+        "dataset": dataset,
         "config": json.loads(json.dumps(config, default=_plain)) if config is not None else None,
         "seed": seed,
         "wall_time_s": None if started is None else round(time.time() - started, 3),
