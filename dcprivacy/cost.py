@@ -47,7 +47,13 @@ from .data import INFO, DatasetInfo, dataset_name
 NUM_CLASSES = 10  # classes of FashionMNIST
 TRAIN_PER_CLASS = 6000  # FashionMNIST training images per class
 TEST_SIZE = 10000
-D = 784  # pixels of one image
+D = 784  # pixels of one FashionMNIST image (HOST's SSIM time was measured on such images)
+EVAL_BATCH = 256  # dcprivacy.train.predict's batch
+TRAIN_BATCH = 256  # dcprivacy.train.TrainConfig's default batch (the literature's)
+FWD_BWD = 3  # a training step: forward + backward (≈ 2× the forward)
+DOUBLE_BACKWARD = 7  # gradient matching's synthetic side: forward, backward with graph, backward of that
+DEVICES = ("cpu", "t4", "h200")
+
 # the dataset being priced: set by chapter_work (from the profile) and pricing(); else the active one
 _PRICED: ContextVar[str | None] = ContextVar("dcprivacy_cost_dataset", default=None)
 
@@ -65,11 +71,7 @@ def pricing(dataset: str):
         yield INFO[dataset]
     finally:
         _PRICED.reset(token)
-EVAL_BATCH = 256  # dcprivacy.train.predict's batch
-TRAIN_BATCH = 256  # dcprivacy.train.TrainConfig's default batch (the literature's)
-FWD_BWD = 3  # a training step: forward + backward (≈ 2× the forward)
-DOUBLE_BACKWARD = 7  # gradient matching's synthetic side: forward, backward with graph, backward of that
-DEVICES = ("cpu", "t4", "h200")
+
 
 # What each chapter may take (minutes), tested against the predictions: a chapter opened alone on a fresh runtime
 # (chapters 5 and 8 re-creating chapter 4's experiment). Quick on 2 CPU cores: the book's CI budget (the whole

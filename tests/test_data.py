@@ -230,8 +230,10 @@ def test_missing_data_names_every_place_and_the_fix(tmp_path, monkeypatch):
     for place in ("root argument", "$DCPRIVACY_DATA", "Debian package", "cache", str(tmp_path / "root")):
         assert place in msg
     assert "apt-get install dataset-fashion-mnist" in msg and "python -m dcprivacy data --download" in msg
-    with pytest.raises(data.DataNotFoundError, match="cifar-10-batches-py"):
+    assert "\n" not in msg  # one line
+    with pytest.raises(data.DataNotFoundError, match="cifar-10-batches-py") as err:
         data.load_dataset("cifar10", download=False)
+    assert "\n" not in str(err.value) and "Colab" in str(err.value)
 
 
 def test_missing_data_error_from_the_cli(tmp_path):
@@ -282,3 +284,29 @@ def test_class_balanced_subset_is_balanced_and_seeded():
     assert not torch.equal(idx, data.class_balanced_subset(labels, 7, seed=4))
     with pytest.raises(ValueError, match="only 30 examples"):
         data.class_balanced_subset(labels, 31)
+
+
+def test_cifar_download_goes_through_the_safe_reader(tmp_path, monkeypatch):
+    """`data --download` (and a chapter's first load on Colab): torchvision's archive is fetched and checked
+    against its MD5 by torchvision's download_and_extract_archive (stood in for here: no network in tests), its
+    dataset class is not used (it would unpickle with pickle.load), the files are read like any others."""
+    import torchvision.datasets.utils as tv_utils
+    calls = []
+
+    def fake_download(url, download_root, filename=None, md5=None, **kw):
+        calls.append((url, filename, md5))
+        write_archive(Path(download_root))
+
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", fake_download)
+    monkeypatch.setenv("DCPRIVACY_DATA", str(tmp_path / "dl"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("DCPRIVACY_DOWNLOAD", "0")
+    with pytest.raises(data.DataNotFoundError, match="not tried"):  # DCPRIVACY_DOWNLOAD=0: no attempt
+        data.load_dataset("cifar10")
+    assert not calls
+    monkeypatch.delenv("DCPRIVACY_DOWNLOAD")
+    ds = data.load_dataset("cifar10")
+    import torchvision
+    c = torchvision.datasets.CIFAR10
+    assert calls == [(c.url, c.filename, c.tgz_md5)]
+    assert ds.source == f"downloaded by torchvision into {tmp_path / 'dl'}" and ds.train_x.shape[1:] == (3, 32, 32)
