@@ -583,14 +583,15 @@ def predict(profile: str, device: str, dataset: str | None = None) -> dict:
     it on Colab waits); ``minutes_in_book``: after the earlier chapters filled the cache (a whole-book run).
     ``dataset``: default the active one (``DCPRIVACY_DATASET``)."""
     dev = device_constants(device)
-    dataset = _profile(profile, dataset).dataset  # validates the names
+    p = _profile(profile, dataset)  # validates the names
+    dataset = p.dataset
     chapters = {}
     for stem in CHAPTERS:
-        w = chapter_work(stem, profile, device, dataset=dataset)
+        w = chapter_work(stem, p, device)
         chapters[stem] = {
             "flops": w.flops, "steps": w.steps, "host_seconds": w.host,
             "minutes": (w.seconds(dev) + dev.chapter_seconds) / 60,
-            "minutes_in_book": chapter_seconds(stem, profile, device, in_book=True, dataset=dataset) / 60,
+            "minutes_in_book": chapter_seconds(stem, p, device, in_book=True) / 60,
             "terms": {k: {"flops": f, "steps": s, "host_seconds": h} for k, (f, s, h) in w.terms.items()},
         }
     return {"profile": profile, "device": device, "dataset": dataset, "constants": {**asdict(dev), "host": HOST},
