@@ -254,12 +254,18 @@ PROFILES: dict[str, Profile] = {
 # algebra) grows with d = 3072 (784). `standard` is sized so that every chapter, opened alone on a fresh T4
 # runtime, is predicted within 20 minutes even at 60% of the cost model's T4 efficiencies (15% of peak for the
 # ConvNets instead of 25%; `python -m dcprivacy cost --profile standard --device t4` with DCPRIVACY_DATASET=cifar10,
-# tested in tests/test_data.py): fewer DM iterations and evaluation epochs in chapter 2, half the DC/DSA
+# tested in tests/test_cifar.py): fewer DM iterations and evaluation epochs in chapter 2, half the DC/DSA
 # iterations and a quarter of the exhaustive SSIM checks in chapter 7, a pool of 3000 and 300 DM iterations for
 # the attacks of chapters 4, 5 and 8 (K = 16 stays), and K = 12 DP models on a pool of 1000 in chapter 8.
 DATASET_SIZES: dict[tuple[str, str], dict[str, dict]] = {
+    # quick: each chapter within its 2-core budget (cost.BUDGET_MINUTES), as FashionMNIST's: fewer epochs and DM
+    # iterations for the attacked models (the first convolution's 3 channels cost the narrow nets the most), half
+    # the MLP seeds of chapter 6 (its first layer sees 3072 inputs), a smaller pool and fewer SSIM pairs in 7
     ("quick", "cifar10"): {
         "theory": dict(n_grid=(312, 625, 1250, 2500, 5000)),
+        "mia": dict(epochs=24, epochs_small=40, dm_iterations=40),
+        "nonlinear": dict(train_seeds=8, train_epochs=80),
+        "visual": dict(per_class_pool=50, candidates=8, others=10, exact_check=4),
     },
     ("standard", "cifar10"): {
         "theory": dict(n_grid=(156, 312, 625, 1250, 2500, 5000)),
