@@ -289,10 +289,12 @@ def published_comparison(results: str | Path | None = None) -> list[dict]:
     """One row per (dataset, method, images per class) of :data:`PUBLISHED_GRID`: the published accuracy (%)
     from :data:`dcprivacy.condense.PUBLISHED_ACCURACY` (``None`` where the paper reports none) and the measured
     one from ``<results>/condensation/*.json`` — only a result with an evaluation and provenance counts; the
-    last one in file order wins — or ``None``, with the command that fills it (:func:`fill_command`)."""
+    last one in file order wins — or ``None``, with the command that fills it (:func:`fill_command`).
+    ``results``: default the recorded results (:func:`dcprivacy.provenance.records_dir`: the checkout's, or the
+    copy shipped in the installed package)."""
     from .condense import PUBLISHED_ACCURACY
-    from .provenance import read_json, results_dir
-    folder = (Path(results) if results is not None else results_dir()) / "condensation"
+    from .provenance import read_json, records_dir
+    folder = Path(results) / "condensation" if results is not None else records_dir("condensation")
     measured = {}
     for path in sorted(folder.glob("*.json")):
         r = read_json(path)

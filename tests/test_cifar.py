@@ -189,23 +189,8 @@ def test_a_chapter_without_the_data_stops_at_once_with_one_line(tmp_path):
     assert "python -m dcprivacy data --download" in last and "$DCPRIVACY_DATA" in last and "Colab" in last
 
 
-def _pessimistic(dev: cost.Device) -> cost.Device:
-    """The T4's constants at 60% of the assumed efficiencies (15% of peak for ConvNets instead of 25%)."""
-    return replace(dev, conv_efficiency=0.6 * dev.conv_efficiency, dense_efficiency=0.6 * dev.dense_efficiency)
-
-
-@pytest.mark.parametrize("dataset", sorted(INFO))
-@pytest.mark.parametrize("profile,device", sorted(cost.BUDGET_MINUTES))
-def test_every_chapter_fits_its_budget_on_each_dataset(profile, device, dataset):
-    """Every chapter opened alone on a fresh runtime, within its budget at the cost model's point estimate; on a
-    T4, CIFAR-10's sizes also at the pessimistic end (FashionMNIST's standard sizes there are issue 23's)."""
-    dev = cost.device_constants(device)
-    for stem, budget in cost.BUDGET_MINUTES[profile, device].items():
-        work = cost.chapter_work(stem, profile, device, dataset=dataset)
-        assert (work.seconds(dev) + dev.chapter_seconds) / 60 <= budget, (stem, dataset)
-        if dataset == "cifar10" and device == "t4":
-            slow = _pessimistic(dev)
-            assert (work.seconds(slow) + slow.chapter_seconds) / 60 <= budget, (stem, dataset, "pessimistic")
+# Every chapter within its budget on each dataset, at the pessimistic end of the T4's constants:
+# tests/test_standard_budget.py (cost.over_budget, parametrised over dcprivacy.data.DATASETS).
 
 
 def test_the_cost_model_follows_the_dataset():

@@ -24,7 +24,10 @@ def test_note_gives_the_cost_models_predictions(stem, monkeypatch):
     note = runtime_note(stem)
     assert f"{minutes_text(cost.chapter_minutes(stem, 'quick', 'cpu'))} in `quick` on 2 CPU cores" in note
     assert f"{minutes_text(cost.chapter_minutes(stem, 'standard', 't4'))} in `standard` on a T4" in note
-    assert "the `quick` profile" in note and "%env DCPRIVACY_PROFILE=" in note
+    slow = cost.chapter_minutes(stem, "standard", "t4", pessimistic=True)
+    assert (f"up to {minutes_text(slow).removeprefix('about ')} if it runs slower" in note) == (
+        round(slow) > round(cost.chapter_minutes(stem, "standard", "t4")) and slow >= 1)
+    assert "the `quick` profile" in note and "%env DCPRIVACY_PROFILE=" in note and "re-run the setup cell" in note
     assert chapter_note(stem).data == note
 
 
@@ -38,9 +41,8 @@ def test_note_names_the_dataset_and_the_other_ones_t4_time(dataset, other, monke
         note = runtime_note(stem)
         assert f"opened by itself, on {INFO[dataset].title}:" in note
         assert f"{minutes_text(cost.chapter_minutes(stem, 'standard', 't4', dataset=dataset))} in `standard`" in note
-        assert (f"On {INFO[other].title} (`%env DCPRIVACY_DATASET={other}`" in note
-                and f"{minutes_text(cost.chapter_minutes(stem, 'standard', 't4', dataset=other))} in `standard` on a T4"
-                in note)
+        assert (f"On {INFO[other].title}: {minutes_text(cost.chapter_minutes(stem, 'standard', 't4', dataset=other))} "
+                f"in `standard` on a T4" in note and f"`%env DCPRIVACY_DATASET={other}`" in note)
         assert f"`quick` profile on `cpu`, {INFO[dataset].title}" in note
 
 
