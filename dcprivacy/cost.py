@@ -466,20 +466,24 @@ def ch05_no_free_lunch(p: Profile, dev: Device) -> Work:
 def ch06_nonlinear(p: Profile, dev: Device) -> Work:
     nl, g = p.nonlinear, dev.gpu_paths
     n_max, its = max(nl.n_grid), max(nl.iterations)
-    G, R = len(nl.n_grid), nl.removals + 1
+    G, R, P = len(nl.n_grid), nl.removals + 1, nl.removals  # P: the perturbed runs (non-initialisers)
 
-    def removal(arch, width, depth, m, iterations=its):  # sensitivity.removal_shifts: one DM call, G·(2+R) runs
-        return dm(m, iterations, n_max, classes=1, runs=G * (2 + R), arch=arch, width=width, depth=depth)
+    def removal(arch, width, depth, m, iterations=its):
+        """sensitivity.removal_shifts(perturb=True): one DM call, G·(2 + R + P) runs; the pool holds the
+        G·P perturbed copies after the n_max real images."""
+        return dm(m, iterations, n_max + G * P, classes=1, runs=G * (2 + R + P), arch=arch, width=width,
+                  depth=depth)
 
-    keys = set()
+    keys = set()  # the chapter's `measure` cache: (arch, width, depth, m, repeat, step)
     for arch, (width, depth) in (("mlp", nl.mlp), ("convnet", nl.convnet)):
         for m in nl.m_grid:
-            keys |= {(arch, width, depth, m, rep) for rep in range(nl.repeats)}
+            keys |= {(arch, width, depth, m, rep, nl.lr_img) for rep in range(nl.repeats)}
         for v in nl.widths:
-            keys.add((arch, v, depth, nl.sweep_m, 0))
+            keys.add((arch, v, depth, nl.sweep_m, 0, nl.lr_img))
         for v in nl.depths:
-            keys.add((arch, width, v, nl.sweep_m, 0))
-    w = total(removal(a, wd, dp, m).named(str(key)) for key in sorted(keys) for (a, wd, dp, m, _) in [key])
+            keys.add((arch, width, v, nl.sweep_m, 0, nl.lr_img))
+    keys |= {("convnet", *nl.convnet, min(nl.m_grid), rep, lr) for lr in nl.lr_sweep for rep in range(nl.repeats)}
+    w = total(removal(a, wd, dp, m).named(str(key)) for key in sorted(keys) for (a, wd, dp, m, _, _) in [key])
     from .theory import linear_dm_contraction
     lin_its = int(math.ceil(math.log(1e-10) / math.log(linear_dm_contraction(nl.linear_k, data_info().dim, 1.0))))
     w = w + removal("linear", nl.linear_k, 1, nl.sweep_m, lin_its).named("linear control")
@@ -490,8 +494,8 @@ def ch06_nonlinear(p: Profile, dev: Device) -> Work:
                           depth=depth, gpu_paths=g)
                     + inference(2 * nl.targets, nl.train_seeds, arch=arch, width=width, depth=depth, gpu_paths=g)
                     ).named("models on the sets")
-    slopes = 2 * nl.repeats * len(nl.m_grid) * len(nl.iterations) * nl.removals  # values per bootstrap
-    w = w + bootstrap(slopes, nl.bootstrap, 4).named("bootstrap")
+    # the slopes' intervals are t intervals over repeats (no resampling); standardized_shift bootstraps the seeds
+    w = w + bootstrap(2 * nl.train_seeds, nl.bootstrap, 2 * nl.targets).named("bootstrap")
     return w
 
 
