@@ -4,6 +4,11 @@ The same chapter runs in minutes on a laptop CPU (``quick``), within a Colab ses
 (``standard``) and at the papers' sizes on a large GPU (``paper``). Chapters never edit sizes by
 hand: they read them from the active profile, chosen by the ``DCPRIVACY_PROFILE`` environment
 variable, else ``standard`` when CUDA is available and ``quick`` when it is not.
+
+A profile is sized for a dataset: :func:`get_profile` returns it for the active one
+(:func:`dcprivacy.data.dataset_name`, ``DCPRIVACY_DATASET``), with that dataset's sizes where they differ
+from FashionMNIST's (``DATASET_SIZES``: CIFAR-10 has 5000 training images per class, not 6000), and records
+the dataset in ``Profile.dataset``.
 """
 from __future__ import annotations
 
@@ -164,6 +169,7 @@ class DP:
 class Profile:
     name: str
     description: str
+    dataset: str = "fashionmnist"  # the dataset these sizes are for (get_profile sets it)
     tour: Tour = field(default_factory=Tour)
     theory: Theory = field(default_factory=Theory)
     condense: Condense = field(default_factory=Condense)
@@ -247,6 +253,49 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+# Where a dataset needs other sizes than FashionMNIST's, per (profile, dataset): {section: {field: value}}.
+# CIFAR-10 has 5000 training images per class (FashionMNIST 6000): grids that went up to "all of them" stop at 5000.
+# Its images cost a ConvNet a little more than FashionMNIST's (3 input channels instead of 1 change only the first
+# convolution; both are 32×32 maps inside) and its pixel-space work (SSIM, nearest neighbours, chapter 3's linear
+# algebra) grows with d = 3072 (784). `standard` is sized so that every chapter, opened alone on a fresh T4
+# runtime, is predicted within 20 minutes even at the pessimistic efficiency (cost.PESSIMISTIC_EFFICIENCY: 15% of
+# peak for the ConvNets instead of 25%; `python -m dcprivacy cost --profile standard --device t4` with
+# DCPRIVACY_DATASET=cifar10, tested in tests/test_standard_budget.py): fewer DM iterations and evaluation epochs in
+# chapter 2, half the DC/DSA iterations and a quarter of the exhaustive SSIM checks in chapter 7; the attacks of
+# chapters 4, 5 and 8 keep FashionMNIST's sizes (K = 16, pools of 4000 and 2000), which leaves chapter 8 the
+# closest to its budget.
+DATASET_SIZES: dict[tuple[str, str], dict[str, dict]] = {
+    # quick: each chapter within its 2-core budget (cost.BUDGET_MINUTES), as FashionMNIST's: fewer epochs and DM
+    # iterations for the attacked models (the first convolution's 3 channels cost the narrow nets the most), 6 of
+    # the 16 model seeds and 60 of the 100 epochs in chapter 6 (its MLP's first layer sees 3072 inputs), a smaller
+    # pool and fewer SSIM pairs in 7
+    ("quick", "cifar10"): {
+        "theory": dict(n_grid=(312, 625, 1250, 2500, 5000)),
+        "mia": dict(epochs=24, epochs_small=40, dm_iterations=40),
+        "nonlinear": dict(train_seeds=6, train_epochs=60),
+        "visual": dict(per_class_pool=50, candidates=8, others=10, exact_check=4),
+    },
+    ("standard", "cifar10"): {
+        "theory": dict(n_grid=(156, 312, 625, 1250, 2500, 5000)),
+        "condense": dict(dm_iterations=300, eval_epochs_dm=200, eval_epochs_dc=200, snapshots=(0, 50, 100, 300)),
+        "visual": dict(dc_iterations=50, dc_snapshots=(0, 10, 50), exact_check=4),
+    },
+    ("paper", "cifar10"): {
+        "tour": dict(per_class=(1, 10, 50, 100, 500, 1000, 5000)),
+        "theory": dict(n_grid=(312, 625, 1250, 2500, 5000)),
+        "mia": dict(pool=50000),
+        "nonlinear": dict(n_grid=(100, 200, 400, 800, 1600, 3200, 5000)),
+    },
+}
+
+
+def for_dataset(profile: Profile, dataset: str) -> Profile:
+    """``profile`` sized for ``dataset`` (``DATASET_SIZES``), with ``Profile.dataset`` set."""
+    sizes = DATASET_SIZES.get((profile.name, dataset), {})
+    return replace(profile, dataset=dataset, **{section: replace(getattr(profile, section), **fields)
+                                                for section, fields in sizes.items()})
+
+
 def profile_name() -> str:
     """The active profile's name: ``DCPRIVACY_PROFILE``, else by whether CUDA is available."""
     name = os.environ.get("DCPRIVACY_PROFILE", "").strip().lower()
@@ -257,12 +306,14 @@ def profile_name() -> str:
     return name
 
 
-def get_profile(name: str | None = None) -> Profile:
-    """The named profile, or the active one."""
+def get_profile(name: str | None = None, dataset: str | None = None) -> Profile:
+    """The named profile, or the active one, sized for ``dataset`` (default: the active dataset,
+    ``DCPRIVACY_DATASET``; see :func:`for_dataset`)."""
+    from .data import _check_name, dataset_name
     name = profile_name() if name is None else name
     if name not in PROFILES:
         raise ValueError(f"profile {name!r}: allowed values are {', '.join(PROFILE_NAMES)}")
-    return PROFILES[name]
+    return for_dataset(PROFILES[name], dataset_name() if dataset is None else _check_name(dataset))
 
 
 def default_device() -> torch.device:
@@ -358,5 +409,5 @@ def progress(iterable=None, **kwargs):
     return tqdm(iterable, **kwargs)
 
 
-__all__ = ["Profile", "PROFILES", "PROFILE_NAMES", "get_profile", "profile_name", "default_device",
+__all__ = ["Profile", "PROFILES", "PROFILE_NAMES", "get_profile", "profile_name", "for_dataset", "DATASET_SIZES", "default_device",
            "gpu_paths", "fast_dtype", "compile_pays", "PRECISIONS", "exact_arithmetic", "progress", "replace", "Tour", "Theory", "Condense", "MIA", "Nonlinear", "Visual", "DP"]

@@ -16,6 +16,10 @@ same networks, sizes and loops the chapter (and the package functions it calls) 
   gradient in a per-class loop): on a GPU with small networks they, not the FLOPs, set the pace.
 - **Host seconds** are work that runs on the CPU whatever the device: bootstrap resamples of the
   attack metrics, scikit-image SSIM, privacy accounting.
+- **The dataset** is the profile's (``Profile.dataset``, set by :func:`dcprivacy.config.get_profile` from
+  ``DCPRIVACY_DATASET``): its channels and image size enter every network's FLOPs, its pixels ``d`` the
+  pixel-space work (chapters 3, 6, 7), its training and test sizes the "whole set" terms
+  (:func:`data_info`; the module constants below are FashionMNIST's).
 
 Each experiment of the book has one function here (``dm``, ``gradient_matching``, ``evaluate``,
 ``mia_experiment``, ...) returning a :class:`Work`; a chapter's cost is the sum of the terms of the
@@ -34,21 +38,43 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
 from .config import PROFILES, Profile, get_profile
+from .data import INFO, DatasetInfo, dataset_name
 
 NUM_CLASSES = 10  # classes of FashionMNIST
 TRAIN_PER_CLASS = 6000  # FashionMNIST training images per class
 TEST_SIZE = 10000
-D = 784  # pixels of one image
+D = 784  # pixels of one FashionMNIST image (HOST's SSIM time was measured on such images)
 EVAL_BATCH = 256  # dcprivacy.train.predict's batch
 TRAIN_BATCH = 256  # dcprivacy.train.TrainConfig's default batch (the literature's)
 FWD_BWD = 3  # a training step: forward + backward (≈ 2× the forward)
 DOUBLE_BACKWARD = 7  # gradient matching's synthetic side: forward, backward with graph, backward of that
 DEVICES = ("cpu", "t4", "h200")
+
+# the dataset being priced: set by chapter_work (from the profile) and pricing(); else the active one
+_PRICED: ContextVar[str | None] = ContextVar("dcprivacy_cost_dataset", default=None)
+
+
+def data_info() -> DatasetInfo:
+    """The dataset whose work is being priced (:func:`pricing`), else the active one (``DCPRIVACY_DATASET``)."""
+    return INFO[_PRICED.get() or dataset_name()]
+
+
+@contextmanager
+def pricing(dataset: str):
+    """Price the work inside the ``with`` block on ``dataset`` (its image shape, ``d``, sizes)."""
+    token = _PRICED.set(INFO[dataset].name)
+    try:
+        yield INFO[dataset]
+    finally:
+        _PRICED.reset(token)
+
 
 # What each chapter may take (minutes), tested against the predictions: a chapter opened alone on a fresh runtime
 # (chapters 5 and 8 re-creating chapter 4's experiment). Quick on 2 CPU cores: the book's CI budget (the whole
@@ -222,13 +248,19 @@ def total(parts) -> Work:
     return out
 
 
-@lru_cache(maxsize=None)
 def forward_flops(arch: str = "convnet", width: int = 128, depth: int = 3, *, head: bool = True) -> float:
-    """FLOPs of one 28×28 image through ``arch`` (its embedding, plus the linear head with ``head``)."""
+    """FLOPs of one image of the priced dataset (:func:`data_info`) through ``arch`` (its embedding, plus the
+    linear head with ``head``)."""
+    info = data_info()
+    return _forward_flops(arch, width, depth, head, info.channels, info.im_size, info.num_classes)
+
+
+@lru_cache(maxsize=None)
+def _forward_flops(arch, width, depth, head, channels, im_size, num_classes) -> float:
     from .nets import conv_flops, make_net
     kw = dict(width=width) if arch == "linear" else dict(width=width, depth=depth)
-    net = make_net(arch, **kw)
-    return float(conv_flops(net) + (2 * net.feature_dim * NUM_CLASSES if head else 0))
+    net = make_net(arch, channels=channels, im_size=im_size, num_classes=num_classes, **kw)
+    return float(conv_flops(net, im_size=im_size, channels=channels) + (2 * net.feature_dim * num_classes if head else 0))
 
 
 # An MLP's or linear extractor's optimiser step launches a few matrix products where a ConvNet's launches
@@ -262,10 +294,11 @@ def inference(n: float, models: int, *, queries: int = 1, arch: str = "convnet",
 
 
 def evaluate(n_train: float, epochs: int, models: int, *, width: int = 128, depth: int = 3, arch: str = "convnet",
-             test: int = TEST_SIZE, gpu_paths: bool = False) -> Work:
-    """:func:`dcprivacy.condense.evaluate_synthetic`: train ``models`` on a set, test accuracy."""
+             test: int | None = None, gpu_paths: bool = False) -> Work:
+    """:func:`dcprivacy.condense.evaluate_synthetic`: train ``models`` on a set, test accuracy (on the whole
+    test set by default)."""
     return (train(n_train, epochs, models, arch=arch, width=width, depth=depth, gpu_paths=gpu_paths)
-            + inference(test, models, arch=arch, width=width, depth=depth, gpu_paths=gpu_paths))
+            + inference(test or data_info().test_size, models, arch=arch, width=width, depth=depth, gpu_paths=gpu_paths))
 
 
 def dm(ipc: int, iterations: int, real_per_class: float, *, classes: int = NUM_CLASSES, runs: int = 1,
@@ -305,8 +338,9 @@ def lira(runs: int, pool: int, attacks: int = 1, queries: int = 2) -> Work:
 
 
 def ssim(pairs: float) -> Work:
-    """scikit-image SSIM of ``pairs`` 28×28 image pairs (:mod:`dcprivacy.visual`), on the host."""
-    return Work(host=HOST["ssim_pair"] * pairs)
+    """scikit-image SSIM of ``pairs`` image pairs (:mod:`dcprivacy.visual`), on the host: measured on 28×28
+    grey pairs, in proportion to the pixels (one pass per channel) for other images."""
+    return Work(host=HOST["ssim_pair"] * pairs * data_info().dim / D)
 
 
 def accounting(calibrations: int = 0, evaluations: int = 0) -> Work:
@@ -340,7 +374,7 @@ def mia_pipeline(name: str, cfg, *, gpu_paths: bool = False) -> Work:
                                          min(cfg.batch_real, half / NUM_CLASSES), width=cfg.width,
                                          gpu_paths=gpu_paths)
         w = cond + train(small, cfg.epochs_small, K, batch_size=cfg.batch_size, **net)
-    test = cfg.test_size or TEST_SIZE
+    test = cfg.test_size or data_info().test_size
     return (w + inference(cfg.pool, K, queries=2, width=cfg.width, gpu_paths=gpu_paths)
             + inference(test, K, queries=2, width=cfg.width, gpu_paths=gpu_paths)).named(f"pipeline {name}")
 
@@ -374,7 +408,7 @@ def appendix_fast(p: Profile, dev: Device) -> Work:
 
 def ch02_condensation(p: Profile, dev: Device) -> Work:
     c, g = p.condense, dev.gpu_paths
-    pool = c.per_class_pool or TRAIN_PER_CLASS
+    pool = c.per_class_pool or data_info().train_per_class
     real = min(c.batch_real, pool)
     ipc = 10 if 10 in c.ipc else c.ipc[-1]
     net = dict(width=c.width, depth=c.depth)
@@ -395,7 +429,7 @@ def ch02_condensation(p: Profile, dev: Device) -> Work:
 
 def ch03_linear_bound(p: Profile, dev: Device) -> Work:
     t = p.theory
-    N, k, m = TRAIN_PER_CLASS, t.k, t.ipc
+    N, k, m, D, TEST_SIZE = data_info().train_per_class, t.k, t.ipc, data_info().dim, data_info().test_size
     randn = 10  # FLOP-equivalents of one normal draw
     main = Work(dense=t.iterations * (4 * NUM_CLASSES * k * D + randn * k * D), steps=t.iterations).named("linear DM")
     n0, v = t.n_grid[0], t.validate
@@ -472,7 +506,7 @@ def ch06_nonlinear(p: Profile, dev: Device) -> Work:
     keys |= {("convnet", *nl.convnet, min(nl.m_grid), rep, lr) for lr in nl.lr_sweep for rep in range(nl.repeats)}
     w = total(removal(a, wd, dp, m).named(str(key)) for key in sorted(keys) for (a, wd, dp, m, _, _) in [key])
     from .theory import linear_dm_contraction
-    lin_its = int(math.ceil(math.log(1e-10) / math.log(linear_dm_contraction(nl.linear_k, D, 1.0))))
+    lin_its = int(math.ceil(math.log(1e-10) / math.log(linear_dm_contraction(nl.linear_k, data_info().dim, 1.0))))
     w = w + removal("linear", nl.linear_k, 1, nl.sweep_m, lin_its).named("linear control")
     runs = 1 + 2 * nl.targets
     w = w + dm(nl.model_ipc, its, nl.pool, runs=runs, width=nl.convnet[0], depth=nl.convnet[1]).named("DM T and T∖{x'}")
@@ -488,7 +522,7 @@ def ch06_nonlinear(p: Profile, dev: Device) -> Work:
 
 def ch07_visual_privacy(p: Profile, dev: Device) -> Work:
     v, g = p.visual, dev.gpu_paths
-    pool = v.per_class_pool or TRAIN_PER_CLASS
+    pool = v.per_class_pool or data_info().train_per_class
     real = min(v.batch_real, pool)
     net = dict(width=v.width, depth=v.depth)
     w = 2 * dm(v.ipc, v.dm_iterations, real, classes=v.classes, **net).named("DM")
@@ -496,7 +530,7 @@ def ch07_visual_privacy(p: Profile, dev: Device) -> Work:
                                   **net).named("DC+DSA")
     Q, P = v.classes * v.ipc, v.classes * pool
     snaps = 2 * len(v.dm_snapshots) + 4 * len(v.dc_snapshots)
-    per_snapshot = ssim(Q * (v.candidates + 1 + v.others + 1)) + Work(dense=3 * Q * P * D)
+    per_snapshot = ssim(Q * (v.candidates + 1 + v.others + 1)) + Work(dense=3 * Q * P * data_info().dim)
     w = w + (snaps * per_snapshot).named("nearest images")
     w = w + ssim(6 * v.exact_check * P + Q * v.candidates).named("exhaustive SSIM check, test images")
     return w
@@ -504,7 +538,7 @@ def ch07_visual_privacy(p: Profile, dev: Device) -> Work:
 
 def ch08_dp_condensation(p: Profile, dev: Device) -> Work:
     d, g = p.dp, dev.gpu_paths
-    per_class = d.per_class_pool or TRAIN_PER_CLASS
+    per_class, TEST_SIZE = d.per_class_pool or data_info().train_per_class, data_info().test_size
     n = NUM_CLASSES * per_class
     eps = len(d.epsilons) + 1
     e = forward_flops("convnet", d.width, 3, head=False)
@@ -561,65 +595,77 @@ CHAPTERS = {
 RECREATES = {"05-no-free-lunch": _chapter4_models, "08-dp-condensation": _chapter4_models}
 
 
+def _profile(profile, dataset: str | None) -> Profile:
+    if isinstance(profile, Profile):
+        return profile if dataset is None else get_profile(profile.name, dataset=dataset)
+    return get_profile(profile) if dataset is None else get_profile(profile, dataset=dataset)
+
+
 def chapter_work(stem: str, profile: str | Profile | None = None, device: str = "cpu", *,
-                 in_book: bool = False) -> Work:
-    """The :class:`Work` of chapter ``stem`` (standing alone, or after the earlier chapters with ``in_book``)."""
+                 in_book: bool = False, dataset: str | None = None) -> Work:
+    """The :class:`Work` of chapter ``stem`` (standing alone, or after the earlier chapters with ``in_book``),
+    on ``dataset`` (default: the profile's, i.e. the active dataset for a profile given by name)."""
     if stem not in CHAPTERS:
         raise ValueError(f"chapter {stem!r}: allowed values are {', '.join(CHAPTERS)}")
-    p = profile if isinstance(profile, Profile) else get_profile(profile)
+    p = _profile(profile, dataset)
     dev = device_constants(device)
-    work = CHAPTERS[stem](p, dev)
-    if not in_book and stem in RECREATES:
-        work = work + RECREATES[stem](p, dev)
+    with pricing(p.dataset):
+        work = CHAPTERS[stem](p, dev)
+        if not in_book and stem in RECREATES:
+            work = work + RECREATES[stem](p, dev)
     return work
 
 
 def chapter_seconds(stem: str, profile=None, device: str = "cpu", *, in_book: bool = False,
-                    pessimistic: bool = False) -> float:
+                    dataset: str | None = None, pessimistic: bool = False) -> float:
     dev = device_constants(device, pessimistic=pessimistic)
-    return chapter_work(stem, profile, device, in_book=in_book).seconds(dev) + dev.chapter_seconds
+    return chapter_work(stem, profile, device, in_book=in_book, dataset=dataset).seconds(dev) + dev.chapter_seconds
 
 
-def chapter_minutes(stem: str, profile: str, device: str, *, pessimistic: bool = False) -> float:
-    """Predicted minutes of chapter ``stem`` opened by itself (on a fresh runtime, with an empty cache);
-    ``pessimistic``: at :data:`PESSIMISTIC_EFFICIENCY` on a device whose constants are not measured."""
-    return chapter_seconds(stem, profile, device, pessimistic=pessimistic) / 60
+def chapter_minutes(stem: str, profile: str, device: str, dataset: str | None = None, *,
+                    pessimistic: bool = False) -> float:
+    """Predicted minutes of chapter ``stem`` opened by itself (on a fresh runtime, with an empty cache), on
+    ``dataset`` (default: the active one); ``pessimistic``: at :data:`PESSIMISTIC_EFFICIENCY` on a device whose
+    constants are not measured."""
+    return chapter_seconds(stem, profile, device, dataset=dataset, pessimistic=pessimistic) / 60
 
 
-def over_budget(profile: str, device: str, *, pessimistic: bool = True) -> dict[str, tuple[float, float | None]]:
+def over_budget(profile: str, device: str, *, pessimistic: bool = True,
+                dataset: str | None = None) -> dict[str, tuple[float, float | None]]:
     """The chapters of ``profile`` on ``device`` predicted, opened alone on a fresh runtime, above their budget
     (:data:`BUDGET_MINUTES`), or without one: ``{stem: (minutes, budget or None)}``, empty when all fit. By
     default at the pessimistic end (:func:`pessimistic_constants`) where the device's constants are assumed.
-    The profile is read when called, so it covers every dataset the active configuration selects."""
+    ``dataset``: default the active one (``DCPRIVACY_DATASET``), the profile sized for it."""
     budget = BUDGET_MINUTES[profile, device]
     out = {}
     for stem in CHAPTERS:
-        minutes = chapter_minutes(stem, profile, device, pessimistic=pessimistic)
+        minutes = chapter_minutes(stem, profile, device, dataset, pessimistic=pessimistic)
         if stem not in budget or minutes > budget[stem]:
             out[stem] = (minutes, budget.get(stem))
     return out
 
 
-def predict(profile: str, device: str) -> dict:
-    """Predicted work and minutes of every chapter: ``{"profile", "device", "constants", "chapters":
+def predict(profile: str, device: str, dataset: str | None = None) -> dict:
+    """Predicted work and minutes of every chapter: ``{"profile", "device", "dataset", "constants", "chapters":
     {stem: {"flops", "steps", "minutes", "minutes_pessimistic", "minutes_in_book", "host_seconds", "terms"}},
     "total_minutes", "total_minutes_in_book"}``. ``minutes``: the chapter alone on a fresh runtime (what a
     reader who opens it on Colab waits); ``minutes_pessimistic``: the same at :data:`PESSIMISTIC_EFFICIENCY`
     where the device's constants are assumed; ``minutes_in_book``: after the earlier chapters filled the
-    cache (a whole-book run)."""
+    cache (a whole-book run). ``dataset``: default the active one (``DCPRIVACY_DATASET``)."""
     dev = device_constants(device)
-    get_profile(profile)  # validate the name
+    p = _profile(profile, dataset)  # validates the names
+    dataset = p.dataset
     chapters = {}
     for stem in CHAPTERS:
-        w = chapter_work(stem, profile, device)
+        w = chapter_work(stem, p, device)
         chapters[stem] = {
             "flops": w.flops, "steps": w.steps, "host_seconds": w.host,
             "minutes": (w.seconds(dev) + dev.chapter_seconds) / 60,
-            "minutes_pessimistic": chapter_minutes(stem, profile, device, pessimistic=True),
-            "minutes_in_book": chapter_seconds(stem, profile, device, in_book=True) / 60,
+            "minutes_pessimistic": chapter_seconds(stem, p, device, pessimistic=True) / 60,
+            "minutes_in_book": chapter_seconds(stem, p, device, in_book=True) / 60,
             "terms": {k: {"flops": f, "steps": s, "host_seconds": h} for k, (f, s, h) in w.terms.items()},
         }
-    return {"profile": profile, "device": device, "constants": {**asdict(dev), "host": HOST},
+    return {"profile": profile, "device": device, "dataset": dataset, "constants": {**asdict(dev), "host": HOST},
             "chapters": chapters, "total_minutes": sum(c["minutes"] for c in chapters.values()),
             "total_minutes_in_book": sum(c["minutes_in_book"] for c in chapters.values())}
 
@@ -684,8 +730,9 @@ def fit(profile: str = "quick", device: str = "cpu", measured: dict | None = Non
     stems = [s for s in CHAPTERS if s in measured]
     if not stems:
         raise ValueError(f"fit: no chapter of the book among the measured times ({', '.join(measured)})")
-    p = get_profile(profile)
-    works = [CHAPTERS[s](p, base) for s in stems]  # in the book's order: nothing re-created
+    p = get_profile(profile, dataset="fashionmnist")  # the recorded runs are the book's, on FashionMNIST
+    with pricing(p.dataset):
+        works = [CHAPTERS[s](p, base) for s in stems]  # in the book's order: nothing re-created
     # every point of the grid at once: axes (conv efficiency, dense efficiency, step seconds, chapter seconds, chapter)
     ce = np.geomspace(0.01, 1.0, 41)[:, None, None, None, None]
     de = np.geomspace(0.005, 1.0, 41)[None, :, None, None, None]
@@ -703,6 +750,7 @@ def fit(profile: str = "quick", device: str = "cpu", measured: dict | None = Non
 
 
 __all__ = ["predict", "chapter_minutes", "over_budget", "pessimistic_constants", "PESSIMISTIC_EFFICIENCY",
-           "chapter_work", "chapter_seconds", "Work", "Device", "DEVICE_TABLE", "CHAPTERS", "fit", "measured_timings",
-           "read_timings", "recorded_timings_path", "compare", "train", "evaluate", "dm", "gradient_matching", "mia_pipeline",
+           "chapter_work", "chapter_seconds", "Work", "Device", "DEVICE_TABLE", "data_info", "pricing", "CHAPTERS",
+           "fit", "measured_timings", "read_timings", "recorded_timings_path", "compare", "train", "evaluate", "dm",
+           "gradient_matching", "mia_pipeline",
            "mia_experiment", "inference", "bootstrap", "ssim", "accounting", "forward_flops"]

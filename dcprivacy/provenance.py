@@ -97,13 +97,20 @@ def current_profile() -> str:
 
 def provenance(*, config=None, seed=None, device=None, started: float | None = None,
                command: list[str] | None = None) -> dict:
-    """The provenance block of a result (``started``: ``time.time()`` when the work began)."""
+    """The provenance block of a result (``started``: ``time.time()`` when the work began); ``profile`` and
+    ``dataset`` are the active ones (``DCPRIVACY_PROFILE``, ``DCPRIVACY_DATASET``)."""
+    from .data import dataset_name
     profile = current_profile()
+    try:
+        dataset = dataset_name()
+    except ValueError:
+        dataset = os.environ.get("DCPRIVACY_DATASET", "")
     return {
         "commit": git_commit(),
         "device": device_description(device),
         "versions": library_versions(),
         "profile": profile,
+        "dataset": dataset,
         "config": as_json(config) if config is not None else None,
         "seed": seed,
         "wall_time_s": None if started is None else round(time.time() - started, 3),

@@ -16,7 +16,11 @@ cut short keeps everything finished before the cut:
    iterations as the budget allows (the number run is recorded) (``<results>/condensation/``);
 3. the critique at scale: K runs of ``real``, ``subset`` and ``dm`` (width 128, DM ≥ 1000 iterations) on a
    pool of FashionMNIST images, LiRA online and offline, initialisers against the other members
-   (``<results>/gpu/critique/``).
+   (``<results>/gpu/critique/``);
+4. CIFAR-10, where this machine has it (``DCPRIVACY_DATA``, the cache; nothing is downloaded): steps 1 and 2
+   on CIFAR-10 — DM at 1, 10 and 50 images per class, DSA and DC at 1 and 10 — each evaluated by the
+   literature's protocol (``<results>/condensation/*-cifar10-*``, the CIFAR-10 rows of chapter 2's table).
+   Without the data the step is skipped with a line that says how to get it.
 
 Every step is priced by :mod:`dcprivacy.cost` before it starts: a step that would not fit in what is left
 of the budget is truncated (fewer iterations, recorded) or skipped (with the reason, in
@@ -140,6 +144,8 @@ def step_chapters(sizes: Sizes, budget: float, key: str, out: Path, log) -> dict
 
 def _condense_and_evaluate(method: str, ipc: int, iterations: int, reference: int, sizes: Sizes, device, out: Path,
                            ds, log) -> dict:
+    """``method`` at ``ipc`` on ``ds`` (FashionMNIST or CIFAR-10), evaluated; written as
+    ``<out>/condensation/{method}-{dataset}-ipc{ipc}.pt`` and its JSON record."""
     from . import condense as C
     from .data import class_balanced_subset
     started = time.time()
@@ -157,16 +163,16 @@ def _condense_and_evaluate(method: str, ipc: int, iterations: int, reference: in
     seconds_condense = time.time() - started
     ev = C.evaluate_synthetic(syn, ds.test_x, ds.test_y, models=sizes.eval_models, epochs=sizes.eval_epochs,
                               width=sizes.width, seed=0, device=device, desc=f"evaluate {method} {ipc}")
-    path = out / "condensation" / f"{method}-fashionmnist-ipc{ipc}.pt"
+    path = out / "condensation" / result_name(method, ds.name, ipc)
     syn.save(path)
-    result = {"kind": "condense", "dataset": "fashionmnist", "method": syn.method, "ipc": ipc,
+    result = {"kind": "condense", "dataset": ds.name, "method": syn.method, "ipc": ipc,
               "synthetic_set": path.name, "iterations": iterations, "reference_iterations": reference,
               "seconds": seconds_condense, "seconds_evaluate": time.time() - started - seconds_condense,
-              "config": syn.config, "evaluation": ev,
-              "published_accuracy": C.PUBLISHED_ACCURACY.get((method, "fashionmnist", ipc))}
+              "config": syn.config, "evaluation": ev, "normalisation": {"mean": ds.mean, "std": ds.std},
+              "published_accuracy": C.PUBLISHED_ACCURACY.get((method, ds.name, ipc))}
     _write(path.with_suffix(".json"), result, seed=0, started=started, device=device,
            config={"step": "reproduce", "sizes": asdict(sizes)})
-    log(f"{method} ipc {ipc}: {iterations}/{reference} iterations, accuracy {100 * ev['accuracy_mean']:.1f} ± "
+    log(f"{ds.name}: {method} ipc {ipc}: {iterations}/{reference} iterations, accuracy {100 * ev['accuracy_mean']:.1f} ± "
         f"{100 * ev['accuracy_std']:.1f}% ({ev['models']} models × {ev['epochs']} epochs), "
         f"published {result['published_accuracy']}")
     return result
@@ -181,29 +187,33 @@ def _fit_iterations(per_iteration_s: float, fixed_s: float, minutes: float, refe
 
 
 def step_condense(kind: str, sizes: Sizes, budget: float, key: str, device, out: Path, ds, log) -> dict:
-    """Step 1 (``kind="dm"``) or 2 (``"gm"``: DSA, then DC), each (method, ipc) with an equal share of ``budget``."""
+    """Step 1 (``kind="dm"``), 2 (``"gm"``: DSA, then DC) or both (``"all"``, step 4), each (method, ipc) with an
+    equal share of ``budget``, on ``ds`` (priced on its images)."""
     from . import cost
     dev = cost.device_constants(key)
-    jobs = [("dm", k) for k in sizes.dm_ipcs] if kind == "dm" else \
-        [(m, k) for k in sizes.gm_ipcs for m in ("dsa", "dc")]
+    jobs = ([("dm", k) for k in sizes.dm_ipcs] if kind in ("dm", "all") else []) + \
+        ([(m, k) for k in sizes.gm_ipcs for m in ("dsa", "dc")] if kind in ("gm", "all") else [])
     end = time.time() + 60 * budget
     results, skipped = {}, {}
-    pool = (sizes.per_class_pool or cost.TRAIN_PER_CLASS)
+    with cost.pricing(ds.name) as info:
+        pool = (sizes.per_class_pool or info.train_per_class)
     real = min(sizes.batch_real, pool)
     for i, (method, ipc) in enumerate(jobs):
         share = (end - time.time()) / 60 / (len(jobs) - i)
         epochs = sizes.eval_epochs or (300 if method == "dc" else 1000)
-        fixed = cost.evaluate(cost.NUM_CLASSES * ipc, epochs, sizes.eval_models, width=sizes.width,
-                              gpu_paths=dev.gpu_paths).seconds(dev)
-        if method == "dm":
-            per_it = cost.dm(ipc, 1, real, width=sizes.width).seconds(dev)
-            its = _fit_iterations(per_it, fixed, share, sizes.dm_iterations, sizes.min_dm_iterations)
-            reference = REFERENCE_DM_ITERATIONS
-        else:
-            per_it = cost.gradient_matching(ipc, 1, None, real, width=sizes.width, gpu_paths=dev.gpu_paths).seconds(dev)
-            its = _fit_iterations(per_it, fixed, share, sizes.gm_iterations, sizes.min_gm_iterations)
-            reference = REFERENCE_DC_ITERATIONS
-        name = f"{method}-ipc{ipc}"
+        with cost.pricing(ds.name):
+            fixed = cost.evaluate(cost.NUM_CLASSES * ipc, epochs, sizes.eval_models, width=sizes.width,
+                                  gpu_paths=dev.gpu_paths).seconds(dev)
+            if method == "dm":
+                per_it = cost.dm(ipc, 1, real, width=sizes.width).seconds(dev)
+                its = _fit_iterations(per_it, fixed, share, sizes.dm_iterations, sizes.min_dm_iterations)
+                reference = REFERENCE_DM_ITERATIONS
+            else:
+                per_it = cost.gradient_matching(ipc, 1, None, real, width=sizes.width,
+                                                gpu_paths=dev.gpu_paths).seconds(dev)
+                its = _fit_iterations(per_it, fixed, share, sizes.gm_iterations, sizes.min_gm_iterations)
+                reference = REFERENCE_DC_ITERATIONS
+        name = f"{method}-{ds.name}-ipc{ipc}" if kind == "all" else f"{method}-ipc{ipc}"
         if its == 0:
             skipped[name] = (f"{share:.1f} min left for it: evaluation alone is predicted at {fixed / 60:.1f} min, "
                              f"one iteration at {per_it:.1f} s")
@@ -257,32 +267,89 @@ def step_critique(sizes: Sizes, budget: float, key: str, device, out: Path, ds, 
     return {"done": done, "skipped": skipped, "mia": asdict(cfg)}
 
 
+# --- against the papers (chapter 2's table) ----------------------------------------------------------------
+
+PUBLISHED_GRID = (("fashionmnist", "cifar10"), ("dc", "dsa", "dm"), (1, 10, 50))  # datasets, methods, images per class
+
+
+def result_name(method: str, dataset: str, ipc: int) -> str:
+    """The file name, under ``<results>/condensation/``, of ``method``'s synthetic set of ``dataset`` at ``ipc``."""
+    return f"{method}-{dataset}-ipc{ipc}.pt"
+
+
+def fill_command(method: str, dataset: str, ipc: int, profile: str | None = "paper") -> str:
+    """The command that measures ``method`` on ``dataset`` at ``ipc`` images per class (at the sizes of
+    ``profile``; ``None``: the active profile's) and writes the result chapter 2's table reads."""
+    prefix = f"DCPRIVACY_PROFILE={profile} " if profile else ""
+    return (f"{prefix}python -m dcprivacy condense --dataset {dataset} --method {method} --ipc {ipc} "
+            f"--evaluate 5 --out results/condensation/{result_name(method, dataset, ipc)}")
+
+
+def published_comparison(results: str | Path | None = None) -> list[dict]:
+    """One row per (dataset, method, images per class) of :data:`PUBLISHED_GRID`: the published accuracy (%)
+    from :data:`dcprivacy.condense.PUBLISHED_ACCURACY` (``None`` where the paper reports none) and the measured
+    one from ``<results>/condensation/*.json`` — only a result with an evaluation and provenance counts; the
+    last one in file order wins — or ``None``, with the command that fills it (:func:`fill_command`).
+    ``results``: default the recorded results (:func:`dcprivacy.provenance.records_dir`: the checkout's, or the
+    copy shipped in the installed package)."""
+    from .condense import PUBLISHED_ACCURACY
+    from .provenance import read_json, records_dir
+    folder = Path(results) / "condensation" if results is not None else records_dir("condensation")
+    measured = {}
+    for path in sorted(folder.glob("*.json")):
+        r = read_json(path)
+        if "evaluation" in r and "provenance" in r:
+            measured[(r.get("method"), r.get("dataset"), r.get("ipc"))] = dict(
+                accuracy_mean=100 * r["evaluation"]["accuracy_mean"], accuracy_std=100 * r["evaluation"]["accuracy_std"],
+                profile=r["provenance"].get("profile"), file=path.name)
+    datasets, methods, ipcs = PUBLISHED_GRID
+    return [{"dataset": d, "method": m, "ipc": k, "published": PUBLISHED_ACCURACY.get((m, d, k)),
+             "measured": measured.get((m, d, k)), "command": fill_command(m, d, k)}
+            for d in datasets for m in methods for k in ipcs]
+
+
 # --- the whole run ----------------------------------------------------------------------------------------
 
-SHARES = {"step0": 0.4, "step1": 0.25, "step2": 0.1, "step3": 0.25}  # of the minutes left when each starts
+SHARES = {"step0": 0.4, "step1": 0.25, "step2": 0.1, "step3": 0.25, "step4": 0.2}  # of the minutes left when each starts
+STEPS = (0, 1, 2, 3, 4)
+
+
+def cifar_available() -> tuple[bool, str]:
+    """Whether this machine has CIFAR-10 on disk (no download is tried): (found, where or how to get it)."""
+    from .data import DataNotFoundError, locate
+    try:
+        return True, locate("cifar10", download=False)[1]
+    except DataNotFoundError as e:
+        return False, str(e)
 
 
 def reproduce(*, budget_minutes: float, device="cuda", dry_run: bool = False, results: str | Path | None = None,
-              steps=(0, 1, 2, 3), log=print) -> dict:
+              steps=STEPS, log=print) -> dict:
     """Run the steps in order within ``budget_minutes``; returns (and writes to ``<results>/gpu/run.json``)
-    what each step did, skipped or truncated, and the minutes it took."""
+    what each step did, skipped or truncated, and the minutes it took. Step 4 (CIFAR-10) runs only where the
+    data is on disk; otherwise it is recorded as skipped, with how to get the data, before any work."""
     import torch
     from .data import load_dataset
     from .provenance import results_dir
     if budget_minutes <= 0:
         raise ValueError(f"budget_minutes={budget_minutes}: must be > 0")
-    bad = set(steps) - {0, 1, 2, 3}
+    bad = set(steps) - set(STEPS)
     if bad:
-        raise ValueError(f"steps {sorted(bad)}: allowed values are 0, 1, 2, 3")
+        raise ValueError(f"steps {sorted(bad)}: allowed values are {', '.join(map(str, STEPS))}")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device here; use --device cpu (with --dry-run for a rehearsal)")
     sizes = DRY_RUN if dry_run else Sizes()
     out = Path(results) if results else results_dir()
     key = _device_key(device)
-    budget = Budget(budget_minutes, {f"step{s}": SHARES[f"step{s}"] for s in steps})
+    cifar, cifar_where = cifar_available() if 4 in steps else (False, "")
+    budget = Budget(budget_minutes, {f"step{s}": SHARES[f"step{s}"] for s in steps if s != 4 or cifar})
     record = {"kind": "gpu-reproduction", "device": key, "budget_minutes": budget_minutes, "dry_run": dry_run,
               "sizes": asdict(sizes), "steps": {}}
+    if 4 in steps and not cifar:
+        reason = "CIFAR-10 is not on this machine: " + cifar_where
+        log(f"step 4: skipped: {reason}")
+        record["steps"]["4"] = {"status": "skipped", "minutes": 0.0, "allowance_minutes": 0.0, "reason": reason}
     started = time.time()
     path = out / "gpu" / ("run-dry.json" if dry_run else "run.json")
 
@@ -311,9 +378,15 @@ def reproduce(*, budget_minutes: float, device="cuda", dry_run: bool = False, re
         run(2, lambda m: step_condense("gm", sizes, m, key, device, out, ds, log))
     if 3 in steps:
         run(3, lambda m: step_critique(sizes, m, key, device, out, ds, log))
+    if 4 in steps and cifar:
+        log(f"step 4: CIFAR-10 from {cifar_where}")
+        cifar_ds = load_dataset("cifar10", download=False)
+        run(4, lambda m: step_condense("all", sizes, m, key, device, out, cifar_ds, log))
     record["minutes"] = (time.time() - started) / 60
     _write(path, record, started=started, device=device, config={"budget_minutes": budget_minutes})
     return record
 
 
-__all__ = ["reproduce", "Sizes", "DRY_RUN", "REFERENCE_DM_ITERATIONS", "REFERENCE_DC_ITERATIONS"]
+__all__ = ["reproduce", "Sizes", "DRY_RUN", "REFERENCE_DM_ITERATIONS", "REFERENCE_DC_ITERATIONS", "STEPS",
+           "cifar_available", "published_comparison", "fill_command", "result_name",
+           "PUBLISHED_GRID"]

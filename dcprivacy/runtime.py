@@ -2,12 +2,15 @@
 
 The times are the cost model's predictions (:func:`dcprivacy.cost.chapter_minutes`) for the chapter opened
 by itself on a fresh runtime: the ``quick`` profile on a 2-core CPU (the machine the cost model is fitted
-to) and the ``standard`` profile on a T4 (Colab's free GPU).
+to) and the ``standard`` profile on a T4 (Colab's free GPU), on the active dataset
+(``DCPRIVACY_DATASET``); the note also gives the other dataset's ``standard`` time on a T4 and how to
+switch to it (``standard`` is sized for a T4 on both).
 """
 from __future__ import annotations
 
 from . import cost
 from .config import PROFILE_NAMES, default_device, profile_name
+from .data import INFO, dataset_name
 
 SETTINGS = (("quick", "cpu", "on 2 CPU cores"), ("standard", "t4", "on a T4, Colab's free GPU"))
 
@@ -22,11 +25,11 @@ def minutes_text(minutes: float) -> str:
     return f"about {minutes / 60:.1f} hours"
 
 
-def _prediction(stem: str, profile: str, device: str, where: str) -> str:
+def _prediction(stem: str, profile: str, device: str, where: str, dataset: str | None = None) -> str:
     """``about N minutes in `profile` <where>``, and on a device whose constants are assumed, how long the
-    chapter may take if the device is slower (cost.PESSIMISTIC_EFFICIENCY)."""
-    point = cost.chapter_minutes(stem, profile, device)
-    slow = cost.chapter_minutes(stem, profile, device, pessimistic=True)
+    chapter may take if the device is slower (cost.PESSIMISTIC_EFFICIENCY); on ``dataset`` (default: the active one)."""
+    point = cost.chapter_minutes(stem, profile, device, dataset)
+    slow = cost.chapter_minutes(stem, profile, device, dataset, pessimistic=True)
     text = f"{minutes_text(point)} in `{profile}` {where}"
     if round(slow) > round(point) and slow >= 1:
         text += f" (up to {minutes_text(slow).removeprefix('about ')} if it runs slower than assumed)"
@@ -37,10 +40,17 @@ def runtime_note(stem: str) -> str:
     """The note, as markdown, for chapter ``stem`` (``"01-tour"``)."""
     if stem not in cost.CHAPTERS:
         raise ValueError(f"no chapter {stem!r} in the cost model: one of {', '.join(cost.CHAPTERS)}")
+    dataset = dataset_name()
     times = "; ".join(_prediction(stem, profile, device, where) for profile, device, where in SETTINGS)
     names = ", ".join(f"`{p}`" for p in PROFILE_NAMES)
-    return (f"**Running this chapter.** Predicted time, opened by itself: {times}. "
-            f"This run: the `{profile_name()}` profile on `{default_device().type}`. "
+    other = next(d for d in INFO if d != dataset)
+    switch = ("add `%env DCPRIVACY_DATASET=cifar10` as a line of the setup cell (torchvision downloads it)"
+              if other == "cifar10" else "set `%env DCPRIVACY_DATASET=fashionmnist`, the book's own, in the setup cell")
+    return (f"**Running this chapter.** Predicted time, opened by itself, on {INFO[dataset].title}: {times}. "
+            f"On {INFO[other].title}: {_prediction(stem, 'standard', 't4', 'on a T4', dataset=other)}; to run it, "
+            f"{switch}. `standard` is sized to stay within {cost.BUDGET_MINUTES['standard', 't4'][stem]:.0f} "
+            f"minutes a chapter on a T4, even when it runs slower than assumed, on either dataset. "
+            f"This run: the `{profile_name()}` profile on `{default_device().type}`, {INFO[dataset].title}. "
             f"A GPU selects `standard` by itself (on Colab: *Runtime → Change runtime type → T4 GPU*), a CPU "
             f"`quick`. To choose one of {names}: edit and re-run the setup cell (the next code cell) — "
             f"uncomment its first line, `%env DCPRIVACY_PROFILE=quick`, and name the profile — then run the "

@@ -31,6 +31,21 @@ def test_note_gives_the_cost_models_predictions(stem, monkeypatch):
     assert chapter_note(stem).data == note
 
 
+@pytest.mark.parametrize("dataset,other", [("fashionmnist", "cifar10"), ("cifar10", "fashionmnist")])
+def test_note_names_the_dataset_and_the_other_ones_t4_time(dataset, other, monkeypatch):
+    """The note says which dataset it priced, and the other dataset's `standard` time on a T4 with its switch."""
+    from dcprivacy.data import INFO
+    monkeypatch.setenv("DCPRIVACY_PROFILE", "quick")
+    monkeypatch.setenv("DCPRIVACY_DATASET", dataset)
+    for stem in ("02-condensation", "07-visual-privacy"):
+        note = runtime_note(stem)
+        assert f"opened by itself, on {INFO[dataset].title}:" in note
+        assert f"{minutes_text(cost.chapter_minutes(stem, 'standard', 't4', dataset=dataset))} in `standard`" in note
+        assert (f"On {INFO[other].title}: {minutes_text(cost.chapter_minutes(stem, 'standard', 't4', dataset=other))} "
+                f"in `standard` on a T4" in note and f"`%env DCPRIVACY_DATASET={other}`" in note)
+        assert f"`quick` profile on `cpu`, {INFO[dataset].title}" in note
+
+
 def test_unknown_chapter_is_refused_with_the_known_ones():
     with pytest.raises(ValueError, match="01-tour"):
         runtime_note("99-nope")

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python3}
-BUDGET=${1:?"usage: bash tools/gpu/run.sh BUDGET_MINUTES [--dry-run] [--device cpu] [--steps 0,1,2,3]"}
+BUDGET=${1:?"usage: bash tools/gpu/run.sh BUDGET_MINUTES [--dry-run] [--device cpu] [--steps 0,1,2,3,4]"}
 shift
 CARRY=${DCPRIVACY_CARRY:-.gpu-carry}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" DCPRIVACY_PROGRESS=${DCPRIVACY_PROGRESS:-0}
