@@ -156,6 +156,12 @@ class DP:
     attack_runs: int = 8  # K models per private pipeline (LiRA leave-one-out: each the target once)
     attack_pool: int = 1000  # class-balanced; each run's private set is a random half
     attack_test: int = 2000  # test images that measure the attacked models' accuracy (0: all)
+    # the one-run audit (dcprivacy.audit): one run per pipeline on the attack pool, with two sets of canaries
+    audit_canaries: int = 1000  # white box: canary records (fixed clipped embedding / gradient), every release seen
+    audit_image_canaries: int = 200  # black box: mislabelled training images, the released model(s) seen
+    audit_guesses: tuple[tuple[float, float], ...] = ((0.05, 0.0), (0.1, 0.0), (0.1, 0.1), (0.25, 0.25))  # (k₊, k₋)/m
+    audit_alpha: float = 0.05  # the audit's level, Bonferroni over audit_guesses
+    audit_noise_divisor: float = 10.0  # the broken DP-DM adds σ / this while claiming the ε of σ
 
 
 @dataclass(frozen=True)
