@@ -411,8 +411,8 @@ def run_audit(name: str, x: torch.Tensor, y: torch.Tensor, canary_x: torch.Tenso
     clipped SGD, no claim); ``"dm"`` — DP-DM without noise (no claim); ``"dp-dm"``, ``"dp-sgd"`` — at
     ``cfg.attack_epsilon``; ``"dp-dm-broken"`` — DP-DM whose mechanism adds ``1 / cfg.audit_noise_divisor``
     of the noise while the claim stays the accountant's ε for the full σ (a bug the audit must catch).
-    DM's released set trains ``cfg.eval_models`` ConvNets (``cfg.eval_epochs``, DSA), as section 5
-    evaluates it. Each auditor guesses on the declared grid ``cfg.audit_guesses`` (fractions of its
+    DM's released set trains ``cfg.audit_models`` ConvNets (``cfg.eval_epochs`` epochs with DSA, as
+    chapter 8 evaluates a release). Each auditor guesses on the declared grid ``cfg.audit_guesses`` (fractions of its
     canaries, Bonferroni) at level ``cfg.audit_alpha`` and δ = ``cfg.delta``. The mechanism's coins come
     from a secret seed derived apart from the public ones (reproducible here)."""
     import time
@@ -448,7 +448,7 @@ def run_audit(name: str, x: torch.Tensor, y: torch.Tensor, canary_x: torch.Tenso
             device=device, desc=f"audit {name}", audit=records)
         factory = net_factory("convnet", **net_kw)
         models = train_models(factory, syn.images.to(device), syn.labels.to(device),
-                              seeds=[seed + i for i in range(cfg.eval_models)], device=device, aug_seed=seed,
+                              seeds=[seed + i for i in range(cfg.audit_models)], device=device, aug_seed=seed,
                               config=TrainConfig(epochs=cfg.eval_epochs, augment=DEFAULT_STRATEGY),
                               desc=f"audit {name} models")
         claimed = dp.epsilon(claim, q, R, cfg.delta, cfg.accountant)

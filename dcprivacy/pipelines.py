@@ -316,6 +316,15 @@ def _attack_data(ds, cfg: MIA, seed: int, device, *, with_pool: bool = False):
     return (x, y, masks, *test, pool_idx) if with_pool else (x, y, masks, *test)
 
 
+def subset_sweep_path(ds, cfg: MIA, *, sizes: Sequence[int] | None = None, seed: int = 0,
+                      query: str = "flip") -> Path:
+    """Where :func:`run_subset_sweep` keeps this sweep in the cache (the file exists once it has run)."""
+    from .data import cache_dir
+    sizes = sorted({int(s) for s in (cfg.subset_sizes if sizes is None else sizes)})
+    key = hashlib.sha256(repr((asdict(cfg), sizes, seed, query, ds.name, _code_fingerprint())).encode()).hexdigest()[:20]
+    return cache_dir() / "experiments" / f"subsets-{key}.pt"
+
+
 def run_subset_sweep(ds, cfg: MIA, *, sizes: Sequence[int] | None = None, seed: int = 0, device=None,
                      cache: bool = True, query: str = "flip", exp: Experiment | None = None,
                      log: Callable[[str], None] = print) -> dict[int, PipelineRuns]:
@@ -327,12 +336,10 @@ def run_subset_sweep(ds, cfg: MIA, *, sizes: Sequence[int] | None = None, seed: 
     from dataclasses import replace
 
     from . import files
-    from .data import cache_dir
     sizes = sorted({int(s) for s in (cfg.subset_sizes if sizes is None else sizes)})
     if not sizes or sizes[0] < 1:
         raise ValueError(f"sizes={sizes}: give one or more positive numbers of images per class")
-    key = hashlib.sha256(repr((asdict(cfg), sizes, seed, query, ds.name, _code_fingerprint())).encode()).hexdigest()[:20]
-    path = cache_dir() / "experiments" / f"subsets-{key}.pt"
+    path = subset_sweep_path(ds, cfg, sizes=sizes, seed=seed, query=query)
     if cache and path.exists():
         from .files import FileError
         try:
@@ -475,21 +482,22 @@ def independent_masks(runs: int, n: int, *, seed: int = 0) -> torch.Tensor:
 
 
 def cross_attack(runs: PipelineRuns, masks: torch.Tensor, y: torch.Tensor, name: str = "lira-online-fixed"):
-    """Attack ``name`` (see ``ATTACKS``) on K runs whose ``masks`` come from :func:`independent_masks`:
-    each run of one half is a target, the runs of the other half are its shadow models."""
-    from .mia import AttackResult, lira, loss_scores
+    """Attack ``name`` (any of ``ATTACKS``, through :func:`attack`) on K runs whose ``masks`` come from
+    :func:`independent_masks`: each run of one half is a target, and the runs of the *other* half are its
+    shadow (reference) models — the attack sees the target and that half, as if they were the only runs."""
+    from .mia import AttackResult
     K = masks.shape[0]
     if name not in ATTACKS:
         raise ValueError(f"attack {name!r}: allowed values are {', '.join(ATTACKS)}")
     if list(runs.runs) != list(range(K)) or K % 4:
         raise ValueError(f"cross_attack needs all K = {K} runs of independent_masks (a multiple of 4), in order; "
                          f"got runs {runs.runs}")
-    members, h = masks.cpu(), K // 2
-    if name == "loss":
-        out = loss_scores(runs.logits, y.view(1, -1)).numpy()  # the target's own loss: no shadows
-    else:
-        variant, fixed = ATTACKS[name]
-        halves = [slice(0, h), slice(h, K)]
-        out = np.concatenate([lira(runs.scores[t], runs.scores[s], members[s], attack=variant, fixed_variance=fixed)
-                              for t, s in (halves, halves[::-1])])
-    return AttackResult(f"{name} (cross)", out.ravel(), members.numpy().ravel(), runs=K)
+    halves = [list(range(K // 2)), list(range(K // 2, K))]
+    rows = []
+    for targets, shadows in (halves, halves[::-1]):
+        for t in targets:
+            keep = [t, *shadows]
+            sub = PipelineRuns(runs.name, list(range(len(keep))), runs.scores[keep], runs.logits[keep],
+                               runs.test_accuracy[keep], runs.init_mask[keep], runs.train_size[keep])
+            rows.append(attack(sub, masks[keep], y, name).per_run()[0][0])  # the target's row
+    return AttackResult(f"{name} (cross)", np.concatenate(rows), masks.cpu().numpy().ravel(), runs=K)
