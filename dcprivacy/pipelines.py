@@ -482,22 +482,31 @@ def independent_masks(runs: int, n: int, *, seed: int = 0) -> torch.Tensor:
 
 
 def cross_attack(runs: PipelineRuns, masks: torch.Tensor, y: torch.Tensor, name: str = "lira-online-fixed"):
-    """Attack ``name`` (any of ``ATTACKS``, through :func:`attack`) on K runs whose ``masks`` come from
-    :func:`independent_masks`: each run of one half is a target, and the runs of the *other* half are its
-    shadow (reference) models — the attack sees the target and that half, as if they were the only runs."""
-    from .mia import AttackResult
+    """Attack ``name`` (any of ``ATTACKS``) on K runs whose ``masks`` come from :func:`independent_masks`:
+    each run of one half is a target, and the runs of the *other* half are its shadow (reference) models.
+    LiRA and the loss attack score the targets directly; any other attack is run through :func:`attack` on
+    each target together with the other half, as if they were the only runs, and keeps the target's row."""
+    from .mia import AttackResult, lira, loss_scores
     K = masks.shape[0]
     if name not in ATTACKS:
         raise ValueError(f"attack {name!r}: allowed values are {', '.join(ATTACKS)}")
     if list(runs.runs) != list(range(K)) or K % 4:
         raise ValueError(f"cross_attack needs all K = {K} runs of independent_masks (a multiple of 4), in order; "
                          f"got runs {runs.runs}")
+    members, spec = masks.cpu(), ATTACKS[name]
     halves = [list(range(K // 2)), list(range(K // 2, K))]
-    rows = []
-    for targets, shadows in (halves, halves[::-1]):
-        for t in targets:
-            keep = [t, *shadows]
-            sub = PipelineRuns(runs.name, list(range(len(keep))), runs.scores[keep], runs.logits[keep],
-                               runs.test_accuracy[keep], runs.init_mask[keep], runs.train_size[keep])
-            rows.append(attack(sub, masks[keep], y, name).per_run()[0][0])  # the target's row
-    return AttackResult(f"{name} (cross)", np.concatenate(rows), masks.cpu().numpy().ravel(), runs=K)
+    if name == "loss":
+        out = loss_scores(runs.logits, y.view(1, -1)).numpy()  # the target's own loss: no shadows
+    elif isinstance(spec, tuple) and len(spec) == 2 and spec[0] in ("online", "offline"):  # LiRA
+        out = np.concatenate([lira(runs.scores[t], runs.scores[s], members[s], attack=spec[0], fixed_variance=spec[1])
+                              for t, s in (halves, halves[::-1])])
+    else:
+        rows = []
+        for targets, shadows in (halves, halves[::-1]):
+            for t in targets:
+                keep = [t, *shadows]
+                sub = PipelineRuns(runs.name, list(range(len(keep))), runs.scores[keep], runs.logits[keep],
+                                   runs.test_accuracy[keep], runs.init_mask[keep], runs.train_size[keep])
+                rows.append(attack(sub, masks[keep], y, name).per_run()[0][0])  # the target's row
+        out = np.stack(rows)
+    return AttackResult(f"{name} (cross)", np.asarray(out).ravel(), members.numpy().ravel(), runs=K)
