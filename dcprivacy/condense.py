@@ -36,6 +36,9 @@ from .nets import make_net
 from .train import compiled_or_eager
 
 INITS = ("real", "noise")
+# What a SyntheticSet's ``method`` may be: the condensations (DM, DC, DSA, DP-DM of dcprivacy.dp) and the
+# baselines built from real images (a random subset of them, a whole pool).
+METHODS = ("dm", "dc", "dsa", "dp-dm", "real-subset", "real-pool")
 
 # Published ConvNet test accuracies (%) at 1 / 10 / 50 images per class: DC (Zhao et al. 2021),
 # DSA (Zhao & Bilen 2021), DM (Zhao & Bilen 2023). Keys: (method, dataset, images per class).
@@ -82,6 +85,11 @@ class SyntheticSet:
         missing = [k for k in ("images", "labels", "init_indices", "method") if k not in d]
         if missing:
             raise FileError(f"{where}: not a synthetic set (missing {', '.join(missing)})")
+        if not isinstance(d["method"], str) or d["method"] not in METHODS:
+            raise FileError(f"{where}: method {d['method']!r} is not one of {', '.join(METHODS)}")
+        for k in ("config", "history"):
+            if not isinstance(d.get(k, {}), dict):
+                raise FileError(f"{where}: {k} must be a dict, found {type(d[k]).__name__}")
         syn = cls(**{k: d[k] for k in ("images", "labels", "init_indices", "method", "config", "history") if k in d})
         x, y = syn.images, syn.labels
         if not (isinstance(x, torch.Tensor) and x.dim() == 4 and x.is_floating_point() and len(x) > 0):
@@ -93,6 +101,10 @@ class SyntheticSet:
             bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
             raise FileError(f"{where}: {bad} image(s) hold NaN or infinite pixels; the condensation diverged "
                             f"(lower lr_img) or the file was altered")
+        i = syn.init_indices
+        if not (isinstance(i, torch.Tensor) and i.dim() == 1 and not i.is_floating_point() and len(i) in (0, len(x))
+                and (len(i) == 0 or int(i.min()) >= 0)):
+            raise FileError(f"{where}: init_indices must be empty or {len(x)} non-negative integer dataset indices")
         return syn
 
     def save(self, path) -> Path:
@@ -235,7 +247,13 @@ def _checkpoint_due(checkpoint, every: int, it: int, iterations: int) -> bool:
 
 
 def _resume(path, config, syn, opt, gen, losses) -> int:
-    """Load a checkpoint written by the same configuration into the running state; its iteration."""
+    """Load a checkpoint written by the same configuration into the running state; its iteration.
+
+    Every field is checked before anything is loaded (a damaged or altered file is refused with one line,
+    the running state untouched): the configuration, the images (shape, finite), the iteration (a whole
+    number from 0 to the run's length), the losses (one finite value per iteration done), the optimiser's
+    state (the same hyper-parameters as this run's, a momentum buffer shaped like the images, finite) and
+    the generator's state (a byte tensor of this generator's size that it accepts)."""
     from .files import FileError, expect, load
     if path is None or not Path(path).exists():
         return 0
@@ -245,15 +263,57 @@ def _resume(path, config, syn, opt, gen, losses) -> int:
     if state.get("config") != config:
         raise ValueError(f"checkpoint {path} was written by a different configuration; delete it or "
                          f"choose another path")
-    if tuple(state["images"].shape) != tuple(syn.shape) or not bool(torch.isfinite(state["images"]).all()):
-        raise FileError(f"checkpoint {path}: images of shape {tuple(state['images'].shape)} (expected "
-                        f"{tuple(syn.shape)}, finite); delete it or choose another path")
+
+    def bad(what: str):
+        return FileError(f"checkpoint {path}: {what}; it is damaged or was altered: delete it (the run starts "
+                         f"over) or choose another path")
+    images = state["images"]
+    if not (isinstance(images, torch.Tensor) and tuple(images.shape) == tuple(syn.shape)
+            and images.is_floating_point() and bool(torch.isfinite(images).all())):
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise FileError(f"checkpoint {path}: images of shape {shape} (expected {tuple(syn.shape)}, finite); "
+                        f"delete it or choose another path")
+    it, total = state["iteration"], len(losses)
+    if isinstance(it, bool) or not isinstance(it, int) or not 0 <= it <= total:
+        raise bad(f"iteration {it!r} is not a whole number from 0 to {total}")
+    lost = state["losses"]
+    if not (isinstance(lost, torch.Tensor) and lost.dim() == 1 and len(lost) == it and lost.is_floating_point()
+            and bool(torch.isfinite(lost).all())):
+        shape = tuple(lost.shape) if isinstance(lost, torch.Tensor) else type(lost).__name__
+        raise bad(f"losses {shape} are not {it} finite values, one per iteration done")
+    saved, mine = state["optimizer"], opt.state_dict()
+    groups = saved.get("param_groups") if isinstance(saved, dict) else None
+    keys = ("params", "lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")  # what steps use
+    if not (isinstance(saved, dict) and set(saved) == set(mine) and isinstance(saved.get("state"), dict)
+            and isinstance(groups, list) and len(groups) == len(mine["param_groups"])
+            and all(isinstance(a, dict) and all(a.get(k) == b.get(k) for k in keys)
+                    for a, b in zip(groups, mine["param_groups"]))):
+        raise bad("its optimizer state is not that of this run's optimiser (hyper-parameters or layout differ)")
+    for entry in saved["state"].values():
+        buf = entry.get("momentum_buffer") if isinstance(entry, dict) else entry
+        if not isinstance(entry, dict) or set(entry) - {"momentum_buffer"} or not (
+                buf is None or (isinstance(buf, torch.Tensor) and tuple(buf.shape) == tuple(syn.shape)
+                                and buf.is_floating_point() and bool(torch.isfinite(buf).all()))):
+            raise bad("its optimizer momentum is not a finite tensor shaped like the images")
+    if set(saved["state"]) - {0}:
+        raise bad("its optimizer state names parameters this run does not have")
+    g, mine_g = state["generator"], gen.get_state()
+    if not (isinstance(g, torch.Tensor) and g.dtype == torch.uint8 and g.shape == mine_g.shape):
+        raise bad(f"its generator state is not a byte tensor of {mine_g.numel()} bytes")
+    try:
+        gen.set_state(g)
+    except (RuntimeError, ValueError, TypeError) as e:
+        gen.set_state(mine_g)
+        raise bad(f"its generator state is refused ({' '.join(str(e).split())[:80]})") from None
+    try:
+        opt.load_state_dict(saved)
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        gen.set_state(mine_g)
+        raise bad(f"its optimizer state is refused ({' '.join(str(e).split())[:80]})") from None
     with torch.no_grad():
-        syn.copy_(state["images"].to(syn.device))
-    opt.load_state_dict(state["optimizer"])
-    gen.set_state(state["generator"])
-    losses[:state["iteration"]] = state["losses"].to(losses.device)
-    return state["iteration"]
+        syn.copy_(images.to(syn.device))
+    losses[:it] = lost.to(losses.device)
+    return it
 
 
 # --- distribution matching --------------------------------------------------------------------------

@@ -95,9 +95,11 @@ class Nonlinear:
     n_grid: tuple[int, ...] = (50, 100, 200, 400)  # real samples per class
     m_grid: tuple[int, ...] = (1, 4, 16)  # synthetic images per class
     iterations: tuple[int, ...] = (1, 3, 10, 30)  # DM runs to the last; the sets are compared at each
-    removals: int = 3  # non-initialisers removed per repeat (and one initialiser)
-    repeats: int = 2  # each: another class, sample order and network seed
+    removals: int = 2  # non-initialisers removed per repeat (and one initialiser), each also perturbed instead
+    repeats: int = 4  # the independent units: each another class, sample order and network seed
     lr_img: float = 1.0  # the reference's step on the images (momentum 0.5)
+    lr_sweep: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)  # steps of the ConvNet at the smallest m (every repeat)
+    margin: float = 1.25  # equivalence margin of the removal/control shift ratio (a factor either way)
     mlp: tuple[int, int] = (16, 2)  # (width, depth) of the MLP extractor
     convnet: tuple[int, int] = (8, 3)  # (width, depth) of the ConvNet extractor
     widths: tuple[int, ...] = (8, 16)  # width sweep (each extractor at its depth), at m = sweep_m
@@ -209,7 +211,7 @@ PROFILES: dict[str, Profile] = {
                 batch_real=128, pipelines=("real", "subset", "dm", "dm-noise"), bootstrap=500, test_size=0,
                 subset_sizes=(1, 2, 5, 10, 20, 50)),
         nonlinear=Nonlinear(n_grid=(100, 200, 400, 800, 1600), m_grid=(1, 4, 16, 64),
-                            iterations=(1, 10, 100, 500), removals=5, repeats=4, mlp=(128, 2), convnet=(32, 3),
+                            iterations=(1, 10, 100, 500), removals=3, repeats=6, mlp=(128, 2), convnet=(32, 3),
                             widths=(16, 32, 64, 128), depths=(1, 2, 3, 4), pool=500, model_ipc=10, targets=4,
                             model=("convnet", 32, 3), train_seeds=64, train_epochs=300),
         # 500 real images per class and 10 exhaustive-SSIM checks: scikit-image SSIM runs on the host, one pair at a time

@@ -23,9 +23,12 @@ experiments it runs (``CHAPTERS``). When a chapter gains an experiment, add its 
 chapter's function with the same building blocks (see the module's tests).
 
 ``python -m dcprivacy cost --profile standard --device t4`` prints the table;
-``python -m dcprivacy cost --fit`` re-fits the CPU constants to the chapter times the last
-whole-book run recorded (``results/timings/book-quick-cpu.json``, written by ``tools/book.sh``)
-and writes them to ``results/timings/calibration-cpu.json``, which :func:`predict` then uses.
+``python -m dcprivacy cost --timings FILE`` adds the chapter times of a whole-book run beside the
+predictions (a report: the tests check the model's arithmetic, never a machine's speed);
+``python -m dcprivacy cost --fit`` re-fits the CPU constants to the chapter times of the committed
+whole-book record (``results/timings/book-quick-cpu.json``, written by ``bash tools/book.sh --record``
+on a quiet machine; ``--timings FILE`` fits another run) and writes them to
+``results/timings/calibration-cpu.json``, which :func:`predict` then uses.
 """
 from __future__ import annotations
 
@@ -109,17 +112,43 @@ def timings_dir() -> Path:
     return results_dir() / "timings"
 
 
+FITTED = ("conv_efficiency", "dense_efficiency", "step_seconds", "chapter_seconds")  # what a calibration sets
+
+
+def _read_json_object(path: Path, what: str, fix: str) -> dict:
+    """The JSON object in ``path``, or a one-line ``FileError`` naming the file and ``fix``."""
+    from .files import FileError
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise FileError(f"{what} {path} cannot be read ({e.strerror or type(e).__name__}); {fix}") from None
+    except ValueError as e:
+        raise FileError(f"{what} {path} is not valid JSON ({' '.join(str(e).split())[:80]}); {fix}") from None
+    if not isinstance(d, dict):
+        raise FileError(f"{what} {path} holds a JSON {type(d).__name__}, not an object; {fix}")
+    return d
+
+
 def device_constants(device: str) -> Device:
     """The constants of ``device``, with a fitted calibration (``results/timings/calibration-<device>.json``)
-    applied when one exists."""
+    applied when one exists (a damaged one is refused with a one-line error naming it)."""
+    from .files import FileError
     if device not in DEVICE_TABLE:
         raise ValueError(f"device {device!r}: allowed values are {', '.join(DEVICE_TABLE)}")
     dev = DEVICE_TABLE[device]
     path = timings_dir() / f"calibration-{device}.json"
     if path.exists():
-        fitted = json.loads(path.read_text()).get("constants", {})
-        dev = replace(dev, **{k: float(v) for k, v in fitted.items() if k in
-                              ("conv_efficiency", "dense_efficiency", "step_seconds", "chapter_seconds")})
+        fix = f"delete it to use the built-in constants, or rewrite it: python -m dcprivacy cost --fit --device {device}"
+        fitted = _read_json_object(path, "calibration", fix).get("constants", {})
+        if not isinstance(fitted, dict):
+            raise FileError(f"calibration {path}: 'constants' must be an object; {fix}")
+        values = {}
+        for k, v in fitted.items():
+            if k in FITTED:
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 < v < math.inf):
+                    raise FileError(f"calibration {path}: constants.{k} = {v!r} is not a positive number; {fix}")
+                values[k] = float(v)
+        dev = replace(dev, **values)
     return dev
 
 
@@ -376,20 +405,24 @@ def ch05_no_free_lunch(p: Profile, dev: Device) -> Work:
 def ch06_nonlinear(p: Profile, dev: Device) -> Work:
     nl, g = p.nonlinear, dev.gpu_paths
     n_max, its = max(nl.n_grid), max(nl.iterations)
-    G, R = len(nl.n_grid), nl.removals + 1
+    G, R, P = len(nl.n_grid), nl.removals + 1, nl.removals  # P: the perturbed runs (non-initialisers)
 
-    def removal(arch, width, depth, m, iterations=its):  # sensitivity.removal_shifts: one DM call, G·(2+R) runs
-        return dm(m, iterations, n_max, classes=1, runs=G * (2 + R), arch=arch, width=width, depth=depth)
+    def removal(arch, width, depth, m, iterations=its):
+        """sensitivity.removal_shifts(perturb=True): one DM call, G·(2 + R + P) runs; the pool holds the
+        G·P perturbed copies after the n_max real images."""
+        return dm(m, iterations, n_max + G * P, classes=1, runs=G * (2 + R + P), arch=arch, width=width,
+                  depth=depth)
 
-    keys = set()
+    keys = set()  # the chapter's `measure` cache: (arch, width, depth, m, repeat, step)
     for arch, (width, depth) in (("mlp", nl.mlp), ("convnet", nl.convnet)):
         for m in nl.m_grid:
-            keys |= {(arch, width, depth, m, rep) for rep in range(nl.repeats)}
+            keys |= {(arch, width, depth, m, rep, nl.lr_img) for rep in range(nl.repeats)}
         for v in nl.widths:
-            keys.add((arch, v, depth, nl.sweep_m, 0))
+            keys.add((arch, v, depth, nl.sweep_m, 0, nl.lr_img))
         for v in nl.depths:
-            keys.add((arch, width, v, nl.sweep_m, 0))
-    w = total(removal(a, wd, dp, m).named(str(key)) for key in sorted(keys) for (a, wd, dp, m, _) in [key])
+            keys.add((arch, width, v, nl.sweep_m, 0, nl.lr_img))
+    keys |= {("convnet", *nl.convnet, min(nl.m_grid), rep, lr) for lr in nl.lr_sweep for rep in range(nl.repeats)}
+    w = total(removal(a, wd, dp, m).named(str(key)) for key in sorted(keys) for (a, wd, dp, m, _, _) in [key])
     from .theory import linear_dm_contraction
     lin_its = int(math.ceil(math.log(1e-10) / math.log(linear_dm_contraction(nl.linear_k, D, 1.0))))
     w = w + removal("linear", nl.linear_k, 1, nl.sweep_m, lin_its).named("linear control")
@@ -400,8 +433,8 @@ def ch06_nonlinear(p: Profile, dev: Device) -> Work:
                           depth=depth, gpu_paths=g)
                     + inference(2 * nl.targets, nl.train_seeds, arch=arch, width=width, depth=depth, gpu_paths=g)
                     ).named("models on the sets")
-    slopes = 2 * nl.repeats * len(nl.m_grid) * len(nl.iterations) * nl.removals  # values per bootstrap
-    w = w + bootstrap(slopes, nl.bootstrap, 4).named("bootstrap")
+    # the slopes' intervals are t intervals over repeats (no resampling); standardized_shift bootstraps the seeds
+    w = w + bootstrap(2 * nl.train_seeds, nl.bootstrap, 2 * nl.targets).named("bootstrap")
     return w
 
 
@@ -563,42 +596,81 @@ def predict(profile: str, device: str) -> dict:
 
 # --- calibration ------------------------------------------------------------------------------------------
 
-def measured_timings(profile: str = "quick", device: str = "cpu") -> dict:
-    """Per-chapter seconds of the last whole-book run (``results/timings/book-<profile>-<device>.json``)."""
-    path = timings_dir() / f"book-{profile}-{device}.json"
+def recorded_timings_path(profile: str = "quick", device: str = "cpu") -> Path:
+    """The committed record of a whole-book run on a quiet machine: ``results/timings/book-<profile>-<device>.json``
+    (written by ``bash tools/book.sh --record``; a plain ``book.sh`` run writes its times under ``_build/``)."""
+    return timings_dir() / f"book-{profile}-{device}.json"
+
+
+def read_timings(path) -> dict[str, float]:
+    """The per-chapter seconds of a whole-book timings record (as :mod:`dcprivacy.timings` writes it), checked:
+    an object ``chapters`` of chapter stems to positive seconds. Errors are one line naming the file."""
+    from .files import FileError
+    path = Path(path)
+    fix = "give a record written by tools/book.sh (a whole-book run)"
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run `DCPRIVACY_PROFILE={profile} bash tools/book.sh`, "
-                                f"which records it")
-    return json.loads(path.read_text())["chapters"]
+        raise FileError(f"timings {path}: no such file; run `bash tools/book.sh` (which writes its times under "
+                        f"_build/timings/) and pass that file, or `bash tools/book.sh --record` to record them here")
+    chapters = _read_json_object(path, "timings", fix).get("chapters")
+    if not isinstance(chapters, dict) or not chapters:
+        raise FileError(f"timings {path}: no 'chapters' object of chapter times; {fix}")
+    out = {}
+    for stem, seconds in chapters.items():
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (0 < seconds < math.inf):
+            raise FileError(f"timings {path}: chapters.{stem} = {seconds!r} is not a positive number of seconds")
+        out[str(stem)] = float(seconds)
+    if not set(out) & set(CHAPTERS):
+        raise FileError(f"timings {path}: none of its chapters ({', '.join(out)}) is a chapter of the book")
+    return out
+
+
+def measured_timings(profile: str = "quick", device: str = "cpu") -> dict:
+    """Per-chapter seconds of the committed whole-book record (:func:`recorded_timings_path`)."""
+    return read_timings(recorded_timings_path(profile, device))
+
+
+def compare(measured: dict, profile: str = "quick", device: str = "cpu") -> dict:
+    """Measured whole-book chapter times beside the predictions (in the book's order, caches warm):
+    ``{stem: {"measured_seconds", "predicted_seconds", "measured_over_predicted"}}``. A report of
+    how this machine compares with the model, for a printout; nothing checks it."""
+    out = {}
+    for stem in CHAPTERS:
+        if stem in measured:
+            predicted = chapter_seconds(stem, profile, device, in_book=True)
+            out[stem] = {"measured_seconds": measured[stem], "predicted_seconds": predicted,
+                         "measured_over_predicted": measured[stem] / predicted}
+    return out
 
 
 def fit(profile: str = "quick", device: str = "cpu", measured: dict | None = None) -> dict:
     """Fit ``conv_efficiency``, ``dense_efficiency``, ``step_seconds`` and ``chapter_seconds`` of ``device``
-    to measured whole-book chapter times (least squares on log time ratios, over a grid), and return the
-    constants with the largest ratio they leave."""
+    to measured whole-book chapter times (least squares on log time ratios, over a grid, with a penalty on
+    any ratio beyond 1.4), and return the constants with the ratios predicted / measured they leave.
+    ``measured``: chapter stem → seconds (default: the committed record, :func:`measured_timings`)."""
     import numpy as np
     measured = measured_timings(profile, device) if measured is None else measured
     base = replace(DEVICE_TABLE[device])
     stems = [s for s in CHAPTERS if s in measured]
+    if not stems:
+        raise ValueError(f"fit: no chapter of the book among the measured times ({', '.join(measured)})")
     p = get_profile(profile)
-    works = {s: CHAPTERS[s](p, base) for s in stems}  # in the book's order: nothing re-created
-    best = None
-    for ce in np.geomspace(0.01, 1.0, 41):
-        for de in np.geomspace(0.005, 1.0, 41):
-            for ss in np.geomspace(1e-4, 2e-2, 25):
-                for cs in (1.0, 2.0, 4.0, 6.0):
-                    dev = replace(base, conv_efficiency=float(ce), dense_efficiency=float(de), step_seconds=float(ss),
-                                  chapter_seconds=cs)
-                    r = np.array([math.log((works[s].seconds(dev) + cs) / measured[s]) for s in stems])
-                    score = (r ** 2).sum() + 10 * max(0.0, np.abs(r).max() - math.log(1.4)) ** 2
-                    if best is None or score < best[0]:
-                        best = (score, dev, r)
-    _, dev, r = best
-    return {"constants": {k: getattr(dev, k) for k in ("conv_efficiency", "dense_efficiency", "step_seconds",
-                                                       "chapter_seconds")},
-            "ratios": {s: math.exp(x) for s, x in zip(stems, r)}, "profile": profile, "device": device}
+    works = [CHAPTERS[s](p, base) for s in stems]  # in the book's order: nothing re-created
+    # every point of the grid at once: axes (conv efficiency, dense efficiency, step seconds, chapter seconds, chapter)
+    ce = np.geomspace(0.01, 1.0, 41)[:, None, None, None, None]
+    de = np.geomspace(0.005, 1.0, 41)[None, :, None, None, None]
+    ss = np.geomspace(1e-4, 2e-2, 25)[None, None, :, None, None]
+    cs = np.array([1.0, 2.0, 4.0, 6.0])[None, None, None, :, None]
+    conv, dense, steps, host = (np.array([getattr(w, k) for w in works]) for k in ("conv", "dense", "steps", "host"))
+    seconds = conv / (ce * base.peak) + dense / (de * base.peak) + steps * ss + host + cs
+    r = np.log(seconds / np.array([measured[s] for s in stems]))
+    score = (r ** 2).sum(-1) + 10 * np.maximum(0.0, np.abs(r).max(-1) - math.log(1.4)) ** 2
+    i, j, k, l = np.unravel_index(np.argmin(score), score.shape)  # (the first of equal scores, as a loop would)
+    constants = {"conv_efficiency": float(ce.flat[i]), "dense_efficiency": float(de.flat[j]),
+                 "step_seconds": float(ss.flat[k]), "chapter_seconds": float(cs.flat[l])}
+    return {"constants": constants, "ratios": {s: float(math.exp(x)) for s, x in zip(stems, r[i, j, k, l])},
+            "profile": profile, "device": device}
 
 
 __all__ = ["predict", "chapter_minutes", "chapter_work", "chapter_seconds", "Work", "Device", "DEVICE_TABLE",
-           "CHAPTERS", "fit", "measured_timings", "train", "evaluate", "dm", "gradient_matching", "mia_pipeline",
+           "CHAPTERS", "fit", "measured_timings", "read_timings", "recorded_timings_path", "compare", "train", "evaluate", "dm", "gradient_matching", "mia_pipeline",
            "mia_experiment", "inference", "bootstrap", "ssim", "accounting", "forward_flops"]

@@ -86,25 +86,35 @@ def _plain(obj):
     raise TypeError(f"cannot store {type(obj).__name__} in a JSON result")
 
 
+def current_profile() -> str:
+    """The active profile's name as a record states it (the raw variable if it names no profile)."""
+    from .config import profile_name
+    try:
+        return profile_name()
+    except ValueError:
+        return os.environ.get("DCPRIVACY_PROFILE", "")
+
+
 def provenance(*, config=None, seed=None, device=None, started: float | None = None,
                command: list[str] | None = None) -> dict:
     """The provenance block of a result (``started``: ``time.time()`` when the work began)."""
-    from .config import profile_name
-    try:
-        profile = profile_name()
-    except ValueError:
-        profile = os.environ.get("DCPRIVACY_PROFILE", "")
+    profile = current_profile()
     return {
         "commit": git_commit(),
         "device": device_description(device),
         "versions": library_versions(),
         "profile": profile,
-        "config": json.loads(json.dumps(config, default=_plain)) if config is not None else None,
+        "config": as_json(config) if config is not None else None,
         "seed": seed,
         "wall_time_s": None if started is None else round(time.time() - started, 3),
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command if command is not None else command_line(),
     }
+
+
+def as_json(obj):
+    """``obj`` as it reads back from a JSON record (dataclasses, tensors, tuples and paths made plain)."""
+    return json.loads(json.dumps(obj, default=_plain))
 
 
 def record(result: dict, **prov) -> dict:

@@ -218,11 +218,11 @@ def step_condense(kind: str, sizes: Sizes, budget: float, key: str, device, out:
 
 def step_critique(sizes: Sizes, budget: float, key: str, device, out: Path, ds, log) -> dict:
     from . import cost
-    from .cli import _attack_report
     from .config import MIA
     from .data import class_balanced_subset
     from .mia import membership_masks
     from .pipelines import run_pipeline
+    from .report import attack_report
     dev = cost.device_constants(key)
     cfg = MIA(pool=sizes.critique_pool, runs=sizes.critique_runs, epochs=sizes.critique_epochs,
               epochs_small=sizes.critique_epochs_small, batch_size=128, width=sizes.width, ipc=sizes.critique_ipc,
@@ -246,7 +246,7 @@ def step_critique(sizes: Sizes, budget: float, key: str, device, out: Path, ds, 
             continue
         started = time.time()
         runs = run_pipeline(p, x, y, masks, ds.test_x, ds.test_y, cfg=cfg, seed=0, device=device)
-        report = _attack_report(runs, masks, ds.train_y[pool_idx], cfg, 0)
+        report = attack_report(runs, masks, ds.train_y[pool_idx], cfg, 0)
         result = {"kind": "critique-at-scale", "pipeline": p, "dataset": "fashionmnist", "runs": cfg.runs,
                   "pool": cfg.pool, "width": cfg.width, "dm_iterations": cfg.dm_iterations,
                   "predicted_minutes": predicted[p], "seconds": runs.seconds, **report}

@@ -106,7 +106,9 @@ class TrainConfig:
 
 
 def _data_generator(seed: int, device) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(int(seed) * 2 + 1)
+    # (modulo 2**64, the generator's range: the same stream for every seed below 2**63, and no overflow for the
+    # seeds near 2**63 that a command's seed plus a model's index reaches)
+    return torch.Generator(device=device).manual_seed((int(seed) * 2 + 1) % 2 ** 64)
 
 
 def train_models(factory: Callable[[int], nn.Module], x: torch.Tensor, y: torch.Tensor, *,
@@ -254,7 +256,7 @@ def _train_stacked(factory, x, y, seeds, members, config: TrainConfig, aug_seed:
     params = {k: layout(v).requires_grad_(True) for k, v in ens.params.items()}
     moment = {k: torch.zeros_like(v) for k, v in params.items()}
     gens = [_data_generator(s, device) for s in seeds]
-    aug_gen = torch.Generator(device=device).manual_seed(int(aug_seed))
+    aug_gen = torch.Generator(device=device).manual_seed(int(aug_seed) % 2 ** 64)  # (see _data_generator)
     groups = parse_strategy(config.augment)
     decay_epoch = int(config.epochs * config.decay_at)
     pos = torch.arange(b, device=device)

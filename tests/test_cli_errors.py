@@ -88,13 +88,61 @@ CASES = {  # id: (argv with {tmp} for a fresh folder, text the error line must c
     "attack-merge no shards": (["attack-merge", "{tmp}", "--pipeline", "dm"], "no shards of dm"),
     "bench --models 0": (["bench", "train", "--models", "0"], "--models: must be ≥ 1"),
     "bench --out b.pt": (["bench", "train", "--out", "{tmp}/b.pt"], "must end in .json"),
+    # bounds: checked by the parser, before the dataset is loaded (issue 24 §4)
+    "condense --seed 2**63": (CONDENSE + ["--seed", str(2 ** 63), "--out", "{tmp}/s.pt"],
+                              "--seed: must be ≤ 9223372036854775807"),
+    "condense --seed 10**23": (CONDENSE + ["--seed", str(10 ** 23), "--out", "{tmp}/s.pt"], "must be ≤ 9223372036854775807"),
+    "condense --seed 1e23": (CONDENSE + ["--seed", "1e23", "--out", "{tmp}/s.pt"], "expected a whole number"),
+    "condense --iterations 10**12": (CONDENSE + ["--iterations", str(10 ** 12), "--out", "{tmp}/s.pt"],
+                                     "--iterations: must be ≤ 1000000"),
+    "condense --iterations 1e12": (CONDENSE + ["--iterations", "1e12", "--out", "{tmp}/s.pt"], "expected a whole number"),
+    "condense --width 1e6": (CONDENSE + ["--width", "1e6", "--out", "{tmp}/s.pt"], "expected a whole number"),
+    "condense --width 10**6": (CONDENSE + ["--width", str(10 ** 6), "--out", "{tmp}/s.pt"], "--width: must be ≤ 4096"),
+    "condense --ipc 10**5": (["condense", "--method", "dm", "--ipc", str(10 ** 5), "--out", "{tmp}/s.pt"],
+                             "--ipc: must be ≤ 10000"),
+    "condense --evaluate 10**6": (CONDENSE + ["--evaluate", str(10 ** 6), "--out", "{tmp}/s.pt"], "must be ≤ 4096"),
+    "condense --checkpoint-every 10**9": (CONDENSE + ["--checkpoint", "{tmp}/c.pt", "--checkpoint-every", str(10 ** 9),
+                                          "--out", "{tmp}/s.pt"], "must be ≤ 1000000"),
+    "condense --device cuda:7": (CONDENSE + ["--device", "cuda:7", "--out", "{tmp}/s.pt"], "--device cuda:7"),
+    "condense --out x.pt/": (CONDENSE + ["--out", "{tmp}/x.pt/"], "ends in a path separator"),
+    "condense --out x.pt/.": (CONDENSE + ["--out", "{tmp}/x.pt/."], "ends in a path separator"),
+    "condense --out with x.json a folder": (CONDENSE + ["--out", "{tmp}/rec.pt"], "rec.json is a directory"),
+    "condense --out with x.json a folder, --force": (CONDENSE + ["--out", "{tmp}/rec.pt", "--force"],
+                                                     "rec.json is a directory"),
+    "evaluate --epochs 10**9": (["evaluate", "{set}", "--epochs", str(10 ** 9)], "--epochs: must be ≤ 100000"),
+    "evaluate --out r.json/": (["evaluate", "{set}", "--out", "{tmp}/r.json/"], "ends in a path separator"),
+    "attack --runs 10**6": (["attack", "--pipeline", "subset", "--runs", str(10 ** 6), "--out", "{tmp}/a"],
+                            "--runs: must be ≤ 65536"),
+    "attack --seed -1": (["attack", "--pipeline", "subset", "--seed", "-1", "--out", "{tmp}/a"], "--seed: must be ≥ 0"),
+    "attack shard record a folder": (["attack", "--pipeline", "subset", "--out", "{tmp}/att"],
+                                     "subset.json is a directory"),
+    "attack-merge --seed 2**64": (["attack-merge", "{tmp}", "--pipeline", "dm", "--seed", str(2 ** 64)], "must be ≤"),
+    "bench --width 10**6": (["bench", "train", "--width", str(10 ** 6)], "--width: must be ≤ 4096"),
+    "bench --iterations 10**12": (["bench", "condense", "--iterations", str(10 ** 12)], "must be ≤ 1000000"),
+    "bench --device cuda:7": (["bench", "train", "--device", "cuda:7"], "--device cuda:7"),
+    "cost --out c.json/": (["cost", "--out", "{tmp}/c.json/"], "ends in a path separator"),
+    "cost --fit --timings missing": (["cost", "--fit", "--timings", "{tmp}/none.json"], "none.json: no such file"),
+    "cost --timings a text file": (["cost", "--timings", "{text}"], "is not valid JSON"),
+    "chapter --timeout -1": (["chapter", "01-tour", "--timeout", "-1"], "--timeout: must be > 0"),
+    "chapter --timeout nan": (["chapter", "01-tour", "--timeout", "nan"], "--timeout: must be > 0"),
+    "chapter unknown": (["chapter", "99-none", "--out", "{tmp}/t.json"], "allowed values are"),
+    "reproduce --budget-minutes nan": (["reproduce", "--budget-minutes", "nan", "--device", "cpu"],
+                                       "--budget-minutes: must be > 0"),
+    "reproduce --budget-minutes inf": (["reproduce", "--budget-minutes", "inf", "--device", "cpu"], "must be > 0"),
+    "reproduce --device cuda:7": (["reproduce", "--budget-minutes", "1", "--device", "cuda:7"], "--device cuda:7"),
 }
+if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+    CASES["condense --device mps (absent)"] = (CONDENSE + ["--device", "mps", "--out", "{tmp}/s.pt"],
+                                               "no Apple MPS device is available here")
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_fails_with_one_line(case, tiny, tmp_path, capsys, monkeypatch, good_set):
     monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
+    monkeypatch.setenv("DCPRIVACY_RESULTS", str(tmp_path / "results"))  # (cost: no calibration written here)
     (tmp_path / "folder.pt").mkdir()
+    (tmp_path / "rec.json").mkdir()
+    (tmp_path / "att" / "subset.json").mkdir(parents=True)
     (tmp_path / "text.txt").write_text("not a tensor file\n")
     (tmp_path / "truncated.pt").write_bytes(good_set.read_bytes()[:300])
     s = C.SyntheticSet.load(good_set)
@@ -151,6 +199,18 @@ API = {  # id: (call, text of the ValueError)
         _nan(X), Y, ipc=1, num_classes=10, class_size=2, noise_multiplier=1.0), "NaN or infinite"),
     "synthetic set NaN": (lambda: C.SyntheticSet.from_dict(
         {"images": _nan(X), "labels": Y, "init_indices": torch.empty(0), "method": "dm"}), "hold NaN"),
+    "synthetic set method=123": (lambda: C.SyntheticSet.from_dict(
+        {"images": X, "labels": Y, "init_indices": torch.empty(0, dtype=torch.long), "method": 123}),
+        "method 123 is not one of dm, dc, dsa"),
+    "synthetic set method='gan'": (lambda: C.SyntheticSet.from_dict(
+        {"images": X, "labels": Y, "init_indices": torch.empty(0, dtype=torch.long), "method": "gan"}),
+        "method 'gan' is not one of"),
+    "synthetic set config a list": (lambda: C.SyntheticSet.from_dict(
+        {"images": X, "labels": Y, "init_indices": torch.empty(0, dtype=torch.long), "method": "dm", "config": []}),
+        "config must be a dict"),
+    "synthetic set init_indices 2-d": (lambda: C.SyntheticSet.from_dict(
+        {"images": X, "labels": Y, "init_indices": torch.zeros(20, 2, dtype=torch.long), "method": "dm"}),
+        "init_indices must be empty or 20"),
 }
 
 
@@ -160,3 +220,42 @@ def test_public_api_names_the_bad_argument(case):
     with pytest.raises(ValueError) as e:
         call()
     assert expected in str(e.value)
+
+
+def test_data_folder_that_is_a_file_fails_before_any_work(tiny, tmp_path, capsys, monkeypatch):
+    (tmp_path / "data").write_text("not a folder\n")
+    monkeypatch.setenv("DCPRIVACY_DATA", str(tmp_path / "data"))
+    monkeypatch.setattr(data, "load_dataset", lambda *a, **k: pytest.fail("the work started"))
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    rc, err = run(capsys, *CONDENSE, "--out", tmp_path / "s.pt")
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "DCPRIVACY_DATA=" in err and "not a folder" in err, err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("error", [RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\n(more lines)"),
+                                   OSError(28, "No space left on device")], ids=["RuntimeError", "OSError"])
+def test_a_failure_during_the_work_is_one_line(error, tiny, tmp_path, capsys, monkeypatch):
+    """What no check can foresee (memory, disk, a device error) ends with one line and status 1 (the run
+    failed; the input was fine); DCPRIVACY_TRACEBACK=1 keeps the traceback."""
+    def fails(*a, **k):
+        raise error
+    monkeypatch.setattr(C, "distribution_matching", fails)
+    rc, err = run(capsys, *CONDENSE, "--out", tmp_path / "s.pt")
+    assert rc == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "condense: failed" in err and type(error).__name__ in err and "DCPRIVACY_TRACEBACK=1" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "no result, no record, no lock left"
+    monkeypatch.setenv("DCPRIVACY_TRACEBACK", "1")
+    with pytest.raises(type(error)):
+        cli.main([*CONDENSE, "--out", str(tmp_path / "s.pt")])
+
+
+def test_the_largest_seed_runs(tiny, tmp_path, capsys, good_set):
+    """A seed just below 2**63 is accepted and runs (the models' own seeds, seed + k, stay in the generators'
+    range); one more is refused by the parser."""
+    top = str(2 ** 63 - 1)
+    rc, err = run(capsys, "evaluate", good_set, "--models", "2", "--epochs", "1", "--width", "4", "--seed", top)
+    assert rc == 0, err
+    rc, err = run(capsys, "attack", "--pipeline", "subset", "--seed", top, "--out", tmp_path / "a")
+    assert rc == 0, err
+    rc, err = run(capsys, "attack", "--pipeline", "subset", "--seed", str(2 ** 63), "--out", tmp_path / "b")
+    assert rc == 2 and "--seed: must be ≤ 9223372036854775807" in err, err

@@ -1,7 +1,10 @@
 """Files: crafted pickles are refused by every command that reads a file; writes are atomic and a
-result's JSON record never goes stale; shards describe themselves and attack-merge refuses mixtures;
-killed runs resume to the same result; a Slurm job array run locally merges to the unsharded result."""
+result's JSON record never goes stale (and a result its record does not describe is refused); --out never
+replaces what the command did not write, and one output has one writer at a time; shards describe
+themselves and attack-merge refuses mixtures, gaps and altered fields; a checkpoint is checked field by
+field; killed runs resume to the same result; a Slurm job array run locally merges to the unsharded result."""
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -146,8 +149,14 @@ def test_condense_writes_the_set_and_its_record_as_a_pair(tiny, tmp_path, capsys
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["sha256"] == files.sha256(out) and record["config"]["iterations"] == 2
     assert C.SyntheticSet.load(out).config["width"] == 4
+    rc, err = run(capsys, "condense", "--method", "dm", "--ipc", "1", "--iterations", "2", "--out", out)
+    assert rc == 0, "the same command, the same arguments: it replaces its own result"
     rc, err = run(capsys, "condense", "--method", "dm", "--ipc", "1", "--iterations", "3", "--out", out)
-    assert json.loads(out.with_suffix(".json").read_text())["sha256"] == files.sha256(out)
+    assert rc == 2 and "iterations: 2 there, 3 now" in err and "--force" in err, err
+    rc, err = run(capsys, "condense", "--method", "dm", "--ipc", "1", "--iterations", "3", "--out", out, "--force")
+    assert rc == 0, err
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["sha256"] == files.sha256(out) and record["config"]["iterations"] == 3
     assert sorted(p.name for p in out.parent.iterdir()) == ["set.json", "set.pt"]
 
 
@@ -160,7 +169,199 @@ def test_old_synthetic_sets_still_load(tmp_path, fashion):
     assert torch.equal(C.SyntheticSet.load(tmp_path / "old.pt").images, s.images)
 
 
-# --- 3. shards describe themselves -------------------------------------------------------------
+def _refused(rc, err, *expected):
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    for text in expected:
+        assert text in err, err
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() if p.is_file() else "folder"
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_a_result_its_record_does_not_describe_is_refused(tiny, tmp_path, capsys):
+    out = tmp_path / "x.pt"
+    rc, err = run(capsys, "condense", "--method", "dm", "--ipc", "1", "--iterations", "2", "--out", out)
+    assert rc == 0, err
+    s = C.SyntheticSet.load(out)
+    s.images += 1
+    s.save(out)  # the set replaced (not through the command): its record now describes another file
+    with pytest.raises(files.FileError, match="SHA-256 differs"):
+        C.SyntheticSet.load(out)
+    rc, err = run(capsys, "evaluate", out)
+    _refused(rc, err, "is not the file its record", "x.json", "SHA-256 differs")
+    out.with_suffix(".json").write_text('{"note": "my own notes, not a record"}')  # no digest: not a record
+    assert torch.equal(C.SyntheticSet.load(out).images, s.images)
+
+
+# --- 3. --out never replaces what this command did not write; one writer at a time ------------------
+
+CONDENSE2 = ["condense", "--method", "dm", "--ipc", "1", "--iterations", "2"]
+
+
+@pytest.mark.parametrize("case", ["an unrelated pair", "a result alone", "an unrelated record alone",
+                                  "another seed's pair", "another command's record", "a result replaced",
+                                  "another profile's pair"])
+def test_condense_out_refuses_what_it_did_not_write(case, tiny, tmp_path, capsys, monkeypatch):
+    out, record = tmp_path / "x.pt", tmp_path / "x.json"
+    expected = {"an unrelated pair": "is not a record written by dcprivacy",
+                "a result alone": "exists without its record", "an unrelated record alone": "not a JSON record",
+                "another seed's pair": "seed: 1 there, 0 now", "another command's record": "command: 'cost' there",
+                "a result replaced": "SHA-256 differs", "another profile's pair": "profile 'standard'"}[case]
+    if case == "an unrelated pair":
+        out.write_bytes(b"someone's results")
+        record.write_text('{"mine": 1}\n')
+    elif case == "a result alone":
+        out.write_bytes(b"someone's results")
+    elif case == "an unrelated record alone":
+        record.write_text("notes\n")
+    elif case == "another seed's pair":
+        assert run(capsys, *CONDENSE2, "--seed", "1", "--out", out)[0] == 0
+    elif case == "another command's record":
+        assert run(capsys, "cost", "--out", record)[0] == 0
+    elif case == "a result replaced":
+        assert run(capsys, *CONDENSE2, "--out", out)[0] == 0
+        files.save({"other": torch.ones(1)}, out)
+    else:
+        monkeypatch.setenv("DCPRIVACY_PROFILE", "standard")
+        assert run(capsys, *CONDENSE2, "--out", out)[0] == 0
+        monkeypatch.setenv("DCPRIVACY_PROFILE", "quick")
+    before = _snapshot(tmp_path)
+    rc, err = run(capsys, *CONDENSE2, "--out", out)
+    _refused(rc, err, expected, "pass --force to replace it")
+    assert _snapshot(tmp_path) == before, "nothing was replaced, nothing left behind"
+    rc, err = run(capsys, *CONDENSE2, "--out", out, "--force")
+    assert rc == 0, err
+    assert json.loads(record.read_text())["sha256"] == files.sha256(out)
+
+
+def test_json_outputs_refuse_what_they_did_not_write(tiny, tmp_path, capsys):
+    rc, err = run(capsys, *CONDENSE2, "--out", tmp_path / "s.pt")
+    assert rc == 0, err
+    evaluate = ["evaluate", tmp_path / "s.pt", "--models", "1", "--epochs", "1", "--width", "4"]
+    for target, text in (("notes.json", '{"important": true}\n'), ("s.json", None)):  # unrelated; condense's record
+        path = tmp_path / target
+        if text is not None:
+            path.write_text(text)
+        before = path.read_bytes()
+        rc, err = run(capsys, *evaluate, "--out", path)
+        _refused(rc, err, "pass --force")
+        assert path.read_bytes() == before
+    rc, err = run(capsys, *evaluate, "--out", tmp_path / "notes.json", "--force")
+    assert rc == 0 and json.loads((tmp_path / "notes.json").read_text())["kind"] == "evaluate", err
+    rc, err = run(capsys, *evaluate, "--out", tmp_path / "notes.json")
+    assert rc == 0, "evaluate's own record for the same arguments: replaced"
+    rc, err = run(capsys, "cost", "--out", tmp_path / "notes.json")
+    _refused(rc, err, "command: 'evaluate' there, 'cost' now")
+
+
+def test_attack_out_refuses_a_shard_it_did_not_write_before_loading_data(tiny, tmp_path, capsys, monkeypatch):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "subset-shard-0-of-2.pt").write_bytes(b"someone's shard")
+    monkeypatch.setattr(data, "load_dataset", lambda *a, **k: pytest.fail("the work started"))
+    rc, err = run(capsys, *ATTACK, "--shard", "0/2", "--out", tmp_path / "a")
+    _refused(rc, err, "subset-shard-0-of-2.pt exists without its record")
+    assert (tmp_path / "a" / "subset-shard-0-of-2.pt").read_bytes() == b"someone's shard"
+
+
+HOLD = ("import sys; from dcprivacy import files; "
+        "c = files.claim_output(sys.argv[1], sys.argv[2], inputs={}); print('claimed', flush=True); "
+        "sys.stdin.read(); c.release()")
+
+
+def test_one_writer_per_out_and_the_last_does_not_win(tiny, tmp_path, capsys):
+    """A run holds --out from its checks to its write: a second run started meanwhile is refused at once;
+    a run killed with SIGKILL holds nothing; once the first is done, a second with another seed is refused
+    (its result would replace the first's)."""
+    out = tmp_path / "x.pt"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out), str(out.with_suffix(".json"))],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env())
+    try:
+        assert holder.stdout.readline().strip() == "claimed"
+        rc, err = run(capsys, *CONDENSE2, "--seed", "1", "--out", out)
+        _refused(rc, err, "another run is writing it now", f"process {holder.pid}")
+        assert not out.exists() and not out.with_suffix(".json").exists()
+    finally:
+        holder.kill()  # as kill -9: the operating system drops its lock
+        holder.wait(timeout=60)
+    rc, err = run(capsys, *CONDENSE2, "--seed", "1", "--out", out)
+    assert rc == 0, err
+    digest = files.sha256(out)
+    rc, err = run(capsys, *CONDENSE2, "--seed", "2", "--out", out)
+    _refused(rc, err, "seed: 1 there, 2 now")
+    assert files.sha256(out) == digest and json.loads(out.with_suffix(".json").read_text())["sha256"] == digest
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [], "no lock file left"
+
+
+@pytest.mark.parametrize("case", ["record is a folder", "trailing separator", "trailing /.", "result is a folder"])
+def test_out_paths_are_checked_before_any_work(case, tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(data, "load_dataset", lambda *a, **k: pytest.fail("the work started"))
+    out, expected = str(tmp_path / "x.pt"), "is a directory"
+    if case == "record is a folder":
+        (tmp_path / "x.json").mkdir()
+    elif case == "result is a folder":
+        (tmp_path / "x.pt").mkdir()
+    else:
+        out, expected = out + ("/" if case == "trailing separator" else "/."), "ends in a path separator"
+    before = _snapshot(tmp_path)
+    for force in ([], ["--force"]):
+        rc, err = run(capsys, *CONDENSE2, "--out", out, *force)
+        _refused(rc, err, expected)
+        assert _snapshot(tmp_path) == before
+
+
+# --- 4. checkpoints are checked field by field ---------------------------------------------------
+
+CKPT_X, CKPT_Y = torch.randn(20, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.arange(10).repeat(2)
+CKPT_KW = dict(ipc=1, iterations=4, width=4, batch_real=2, augment=None, checkpoint_every=2)
+
+
+def _momentum(shape):
+    return {"state": {0: {"momentum_buffer": torch.zeros(shape)}}}
+
+
+CHECKPOINT_CASES = {  # id: (change to the saved state, text of the error)
+    "iteration -1": (lambda d: d.update(iteration=-1), "iteration -1 is not a whole number from 0 to 4"),
+    "iteration a string": (lambda d: d.update(iteration="2"), "iteration '2' is not a whole number"),
+    "iteration True": (lambda d: d.update(iteration=True), "iteration True"),
+    "iteration 10**6": (lambda d: d.update(iteration=10 ** 6), "iteration 1000000 is not a whole number from 0 to 4"),
+    "losses short": (lambda d: d.update(losses=d["losses"][:2]), "losses (2,) are not 4 finite values"),
+    "losses 2-d": (lambda d: d.update(losses=d["losses"].view(4, 1)), "losses (4, 1) are not 4"),
+    "losses NaN": (lambda d: d["losses"].__setitem__(1, math.nan), "are not 4 finite values"),
+    "losses a list": (lambda d: d.update(losses=[0.0] * 4), "losses list"),
+    "optimizer None": (lambda d: d.update(optimizer=None), "optimizer state is not that of this run"),
+    "optimizer lr altered": (lambda d: d["optimizer"]["param_groups"][0].update(lr=100.0),
+                             "optimizer state is not that of this run"),
+    "optimizer momentum misshapen": (lambda d: d["optimizer"].update(_momentum((3,))), "momentum is not a finite"),
+    "optimizer momentum NaN": (lambda d: d["optimizer"]["state"][0]["momentum_buffer"].fill_(math.nan),
+                               "momentum is not a finite"),
+    "optimizer a stranger's parameter": (lambda d: d["optimizer"]["state"].update({5: {"momentum_buffer": None}}),
+                                         "names parameters this run does not have"),
+    "generator None": (lambda d: d.update(generator=None), "generator state is not a byte tensor"),
+    "generator short": (lambda d: d.update(generator=d["generator"][:16]), "generator state is not a byte tensor"),
+    "generator floats": (lambda d: d.update(generator=d["generator"].float()), "generator state is not a byte"),
+    "images misshapen": (lambda d: d.update(images=d["images"][..., :4]), "images of shape"),
+}
+
+
+@pytest.mark.parametrize("case", list(CHECKPOINT_CASES))
+def test_a_checkpoint_with_a_bad_field_is_refused(case, tmp_path):
+    path = tmp_path / "c.pt"
+    good = C.distribution_matching(CKPT_X, CKPT_Y, checkpoint=path, **CKPT_KW)
+    state = files.load(path)
+    assert state["iteration"] == 4 and tuple(state["optimizer"]["state"][0]["momentum_buffer"].shape) == \
+        (1, 10, 1, 1, 8, 8)
+    assert torch.equal(C.distribution_matching(CKPT_X, CKPT_Y, checkpoint=path, **CKPT_KW).images, good.images)
+    change, expected = CHECKPOINT_CASES[case]
+    change(state)
+    files.save(state, path)
+    with pytest.raises(files.FileError) as e:
+        C.distribution_matching(CKPT_X, CKPT_Y, checkpoint=path, **CKPT_KW)
+    assert expected in str(e.value) and str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+# --- 5. shards describe themselves -------------------------------------------------------------
 
 ATTACK = ["attack", "--pipeline", "subset"]
 
@@ -199,6 +400,9 @@ def test_attack_merge_refuses_mixed_missing_and_stale_shards(tiny, tmp_path, cap
     d["config"]["epochs"] = 99  # another configuration
     files.save(d, tmp_path / "ok" / "subset-shard-1-of-2.pt")
     rc, err = merge("ok")
+    assert rc == 2 and "SHA-256 differs" in err and len(err.splitlines()) == 1, err  # its record tells
+    (tmp_path / "ok" / "subset-shard-1-of-2.json").unlink()  # without its record: the description tells
+    rc, err = merge("ok")
     assert rc == 2 and "config.epochs" in err, err
     old = {k: v for k, v in d.items() if k in ("runs", "masks", "pool_idx", "pool_y")}
     files.save(old, tmp_path / "ok" / "subset-shard-1-of-2.pt")  # written before shards described themselves
@@ -206,7 +410,85 @@ def test_attack_merge_refuses_mixed_missing_and_stale_shards(tiny, tmp_path, cap
     assert rc == 2 and "older dcprivacy" in err, err
 
 
-# --- 5. resume ---------------------------------------------------------------------------------
+def _tamper(path: Path, change, record: Path | None = None) -> None:
+    """Change a saved file and rewrite its record's digest to match (a careful forger: only the file's own
+    fields can give it away)."""
+    d = files.load(path, record=record)
+    change(d)
+    files.save(d, path)
+    record = record or path.with_suffix(".json")
+    r = json.loads(record.read_text())
+    record.write_text(json.dumps({**r, "sha256": files.sha256(path)}))
+
+
+def _flip(y):
+    return (y + 1) % 10
+
+
+MERGE_GAPS = {  # id: (shard to alter, change, text of the error)
+    "a run id outside 0…K−1": (0, lambda d: d["runs"].update(runs=[0, 7]), "holds runs [0, 7], but shard 0/2"),
+    "run ids as floats": (1, lambda d: d["runs"].update(runs=[2.0, 3.0]), "holds runs [2.0, 3.0]"),
+    "test accuracies of the wrong shape": (1, lambda d: d["runs"].update(test_accuracy=torch.zeros(2, 3)),
+                                           "test_accuracy must be a finite float tensor of shape [2]"),
+    "scores of another pool": (0, lambda d: d["runs"].update(scores=d["runs"]["scores"][:, :-1]),
+                               "scores must be a finite float tensor of shape [2, 60, ≥1]"),
+    "logits of other classes": (1, lambda d: d["runs"].update(logits=d["runs"]["logits"][..., :5]),
+                                "logits must be a finite float tensor of shape [2, 60, 10]"),
+    "init mask as floats": (0, lambda d: d["runs"].update(init_mask=d["runs"]["init_mask"].float()),
+                            "init_mask must be a bool tensor"),
+    "masks of another pool": (1, lambda d: d.update(masks=d["masks"][:, :-1]), "masks must be a bool tensor of shape [4, 60]"),
+    "pool_y altered in one shard": (1, lambda d: d.update(pool_y=_flip(d["pool_y"])),
+                                    "come from different experiments: pool_y (different labels of the pool)"),
+    "pool_y altered in every shard": ("both", lambda d: d.update(pool_y=_flip(d["pool_y"])),
+                                      "pool_y differs from fashionmnist's labels"),
+    "pool_idx out of range": ("both", lambda d: d["pool_idx"].__setitem__(0, 10 ** 6), "pool_idx points outside"),
+    "shard beyond K": ("rename", None, "is not i/N with 0 ≤ i < N ≤ K"),
+}
+
+
+def test_attack_merge_checks_every_field_of_every_shard(tiny, tmp_path, capsys):
+    for spec in ("0/2", "1/2"):
+        rc, err = run(capsys, *ATTACK, "--shard", spec, "--out", tmp_path / "good")
+        assert rc == 0, err
+    rc, err = run(capsys, "attack-merge", tmp_path / "good", "--pipeline", "subset")
+    assert rc == 0, err
+    (tmp_path / "good" / "subset.json").unlink()
+    for case, (which, change, expected) in MERGE_GAPS.items():
+        folder = tmp_path / case.replace(" ", "-")
+        shutil.copytree(tmp_path / "good", folder)
+        if which == "rename":  # a shard 0 of 9 runs' split where K = 4 (name and contents agree)
+            for f in folder.glob("*"):
+                if f.is_file():
+                    f.unlink()
+            shutil.copy(tmp_path / "good" / "subset-shard-0-of-2.pt", folder / "subset-shard-0-of-9.pt")
+            d = files.load(folder / "subset-shard-0-of-9.pt")
+            d["shard"] = [0, 9]
+            files.save(d, folder / "subset-shard-0-of-9.pt")
+        for i in ((0, 1) if which == "both" else (which,) if isinstance(which, int) else ()):
+            _tamper(folder / f"subset-shard-{i}-of-2.pt", change)
+        rc, err = run(capsys, "attack-merge", folder, "--pipeline", "subset")
+        _refused(rc, err, expected)
+        assert not (folder / "subset.json").exists(), case
+
+
+def test_attack_merge_of_one_unsharded_run_checks_its_record_and_labels(tiny, tmp_path, capsys):
+    rc, err = run(capsys, *ATTACK, "--out", tmp_path / "a")
+    assert rc == 0, err
+    record = tmp_path / "a" / "subset.json"
+    auc = json.loads(record.read_text())["attacks"]["loss"]["all"]["auc"]
+    shard = tmp_path / "a" / "subset-shard-0-of-1.pt"
+    d = files.load(shard, record=record)
+    d["pool_y"] = _flip(d["pool_y"])
+    files.save(d, shard)
+    rc, err = run(capsys, "attack-merge", tmp_path / "a", "--pipeline", "subset")
+    _refused(rc, err, "subset-shard-0-of-1.pt is not the file its record", "SHA-256 differs")
+    record.write_text(json.dumps({**json.loads(record.read_text()), "sha256": files.sha256(shard)}))  # forged
+    rc, err = run(capsys, "attack-merge", tmp_path / "a", "--pipeline", "subset")
+    _refused(rc, err, "pool_y differs from fashionmnist's labels of the pool examples")
+    assert json.loads(record.read_text())["attacks"]["loss"]["all"]["auc"] == auc, "the attack's report stays"
+
+
+# --- 7. resume ---------------------------------------------------------------------------------
 
 def _env(**kw):
     """The environment of a test process: this checkout, and this process's thread count (the same
@@ -258,7 +540,7 @@ def test_a_killed_attack_skips_finished_runs_and_resumes_to_the_same_scores(tiny
     assert ra["attacks"]["lira-online-fixed"]["all"]["auc"] == rb["attacks"]["lira-online-fixed"]["all"]["auc"]
 
 
-# --- 6. Slurm ----------------------------------------------------------------------------------
+# --- 8. Slurm ----------------------------------------------------------------------------------
 
 def test_slurm_array_run_locally_merges_to_the_unsharded_attack(tiny, tmp_path, capsys, monkeypatch):
     rc, err = run(capsys, *ATTACK, "--out", tmp_path / "whole")
@@ -275,6 +557,8 @@ def test_slurm_array_run_locally_merges_to_the_unsharded_attack(tiny, tmp_path, 
     assert rc == 0, err
     a, b = (json.loads((tmp_path / f / "subset.json").read_text()) for f in ("array", "whole"))
     assert a["merged_from"] == [f"subset-shard-{i}-of-3.pt" for i in range(3)]
+    from dcprivacy.pipelines import ATTACKS
+    assert set(a["attacks"]) == set(b["attacks"]) == set(ATTACKS), "the report has every attack the package has"
     for name in b["attacks"]:
         assert a["attacks"][name]["all"]["auc"] == pytest.approx(b["attacks"][name]["all"]["auc"], abs=1e-12)
 
