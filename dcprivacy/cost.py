@@ -488,9 +488,10 @@ def ch08_dp_condensation(p: Profile, dev: Device) -> Work:
     w = (eps * (dp_dm(n, d.iterations) + ev)).named("DP-DM sweep")
     w = w + (eps * dp_sgd(n, 1) + eps * inference(TEST_SIZE, 1, width=d.width)).named("DP-SGD sweep")
     w = w + (dm_plain + ev).named("DM plain")
-    # the attacked ε over seeds: DP-SGD and DM from real images for seeds 1 … S − 1, random real images for all S
+    # the attacked ε over seeds: DP-DM, DP-SGD and DM from real images for seeds 1 … S − 1, random real images for all S
     S = d.seeds
-    w = w + ((S - 1) * (dp_sgd(n, 1) + inference(TEST_SIZE, 1, width=d.width) + dm_plain + ev) + S * ev).named(
+    w = w + ((S - 1) * (dp_dm(n, d.iterations) + ev + dp_sgd(n, 1) + inference(TEST_SIZE, 1, width=d.width) + dm_plain
+                        + ev) + S * ev).named(
         "seeds at the attacked ε")
     # σ calibrations are cached per (ε, δ, q, T): one per ε for DP-DM (shared with the accounting section),
     # one per ε for DP-SGD; the accounting section's curves evaluate ε at 8 σ with 2 accountants
@@ -501,7 +502,8 @@ def ch08_dp_condensation(p: Profile, dev: Device) -> Work:
                                                                                              gpu_paths=g))
     w = w + (K * dp_dm(half, d.iterations) + train(NUM_CLASSES * d.ipc, d.eval_epochs, K, width=d.width, gpu_paths=g)
              + dp_sgd(half, K) + scored + accounting(calibrations=1)).named("attacked DP pipelines")
-    # every attack, each target against the other half (cross_attack: K leave-one-out calls of K/2 + 1 runs)
+    # every attack, each target against the other half: an upper bound (cross_attack scores LiRA and the loss
+    # attack per half, vectorised; any other attack takes K calls of K/2 + 1 runs, as counted here)
     w = w + (2 * _attacks_host(K * (K // 2 + 1), d.attack_pool, K // 2)
              + bootstrap(K * d.attack_pool, p.mia.bootstrap, 2)).named("attacks")
     # the one-run audit: one run of each of 5 pipelines on the attack pool and the included image canaries
