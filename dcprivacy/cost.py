@@ -65,6 +65,11 @@ BUDGET_MINUTES = {
 }
 BOOK_BUDGET_MINUTES = {("quick", "cpu"): 12.0}  # the whole book executed in order (chapter 4's experiment once)
 
+# A device whose constants no run has measured (no calibration file: the T4 and H200 today) is held to its
+# budget also at this pessimistic efficiency: convolutions at 15% of the peak instead of the assumed 25%
+# (matrix products scaled alike). Measured constants (the CPU's calibration) are used as they are.
+PESSIMISTIC_EFFICIENCY = 0.15
+
 
 @dataclass(frozen=True)
 class Device:
@@ -88,9 +93,12 @@ HOST = dict(bootstrap_element=6.6e-8, ssim_pair=4e-4, calibration=3.0, epsilon=0
 DEVICE_TABLE: dict[str, Device] = {
     # 2 CPU cores (this project's CI machine and Colab's CPU runtime). Peak: the convolution throughput
     # `python -m dcprivacy bench condense` measured at width 128 (results/bench/condense-cpu.json:
-    # 462 GFLOP/s channels-last). The efficiencies and per-step overhead are fitted to the chapter times of
-    # the last whole-book run (python -m dcprivacy cost --fit); the quick profile's narrow networks
-    # (width 8–16) reach a small fraction of what width 128 reaches, and their steps are Python-bound.
+    # 462 GFLOP/s channels-last). The efficiencies, per-step overhead and chapter overhead that predictions
+    # use are NOT these: they are fitted to the chapter times of the last whole-book run (python -m dcprivacy
+    # cost --fit) and read from results/timings/calibration-cpu.json, their one source, which the wheel ships
+    # (so the site and Colab print the same minutes); the numbers here are only what a checkout without that
+    # file falls back to. The quick profile's narrow networks (width 8–16) reach a small fraction of what
+    # width 128 reaches, and their steps are Python-bound.
     "cpu": Device("cpu", 4.6e11, 0.10, 0.036, 2.4e-4, 6.0, False,
                   "2 CPU cores; peak = measured conv throughput (results/bench/condense-cpu.json)"),
     # NVIDIA T4 (Colab's free GPU): 8.1 TFLOP/s fp32, no TF32. cuDNN reaches about a third of peak on plain
@@ -108,8 +116,16 @@ DEVICE_TABLE: dict[str, Device] = {
 
 
 def timings_dir() -> Path:
+    """Where ``cost --fit`` writes a calibration (``results/timings``)."""
     from .provenance import results_dir
     return results_dir() / "timings"
+
+
+def recorded_timings_dir() -> Path:
+    """Where predictions read the calibrations and chapter times: ``results/timings`` of a checkout, or its
+    copy shipped in the installed package (the one source of the fitted constants, on the site and on Colab)."""
+    from .provenance import records_dir
+    return records_dir("timings")
 
 
 FITTED = ("conv_efficiency", "dense_efficiency", "step_seconds", "chapter_seconds")  # what a calibration sets
@@ -129,14 +145,16 @@ def _read_json_object(path: Path, what: str, fix: str) -> dict:
     return d
 
 
-def device_constants(device: str) -> Device:
-    """The constants of ``device``, with a fitted calibration (``results/timings/calibration-<device>.json``)
-    applied when one exists (a damaged one is refused with a one-line error naming it)."""
+def device_constants(device: str, *, pessimistic: bool = False) -> Device:
+    """The constants of ``device``, with a fitted calibration (``results/timings/calibration-<device>.json``,
+    shipped with the package) applied when one exists (a damaged one is refused with a one-line error naming
+    it). ``pessimistic``: a device without one gets its efficiencies scaled down to
+    :data:`PESSIMISTIC_EFFICIENCY` (see :func:`pessimistic_constants`)."""
     from .files import FileError
     if device not in DEVICE_TABLE:
         raise ValueError(f"device {device!r}: allowed values are {', '.join(DEVICE_TABLE)}")
     dev = DEVICE_TABLE[device]
-    path = timings_dir() / f"calibration-{device}.json"
+    path = recorded_timings_dir() / f"calibration-{device}.json"
     if path.exists():
         fix = f"delete it to use the built-in constants, or rewrite it: python -m dcprivacy cost --fit --device {device}"
         fitted = _read_json_object(path, "calibration", fix).get("constants", {})
@@ -149,7 +167,16 @@ def device_constants(device: str) -> Device:
                     raise FileError(f"calibration {path}: constants.{k} = {v!r} is not a positive number; {fix}")
                 values[k] = float(v)
         dev = replace(dev, **values)
+    elif pessimistic:
+        dev = pessimistic_constants(dev)
     return dev
+
+
+def pessimistic_constants(dev: Device) -> Device:
+    """``dev`` with convolutions at :data:`PESSIMISTIC_EFFICIENCY` of the peak and matrix products scaled by the
+    same factor (unchanged where the efficiency is already that low)."""
+    k = min(1.0, PESSIMISTIC_EFFICIENCY / dev.conv_efficiency)
+    return replace(dev, conv_efficiency=dev.conv_efficiency * k, dense_efficiency=dev.dense_efficiency * k)
 
 
 # --- work ---------------------------------------------------------------------------------------------
@@ -565,21 +592,39 @@ def chapter_work(stem: str, profile: str | Profile | None = None, device: str = 
     return work
 
 
-def chapter_seconds(stem: str, profile=None, device: str = "cpu", *, in_book: bool = False) -> float:
-    dev = device_constants(device)
+def chapter_seconds(stem: str, profile=None, device: str = "cpu", *, in_book: bool = False,
+                    pessimistic: bool = False) -> float:
+    dev = device_constants(device, pessimistic=pessimistic)
     return chapter_work(stem, profile, device, in_book=in_book).seconds(dev) + dev.chapter_seconds
 
 
-def chapter_minutes(stem: str, profile: str, device: str) -> float:
-    """Predicted minutes of chapter ``stem`` opened by itself (on a fresh runtime, with an empty cache)."""
-    return chapter_seconds(stem, profile, device) / 60
+def chapter_minutes(stem: str, profile: str, device: str, *, pessimistic: bool = False) -> float:
+    """Predicted minutes of chapter ``stem`` opened by itself (on a fresh runtime, with an empty cache);
+    ``pessimistic``: at :data:`PESSIMISTIC_EFFICIENCY` on a device whose constants are not measured."""
+    return chapter_seconds(stem, profile, device, pessimistic=pessimistic) / 60
+
+
+def over_budget(profile: str, device: str, *, pessimistic: bool = True) -> dict[str, tuple[float, float | None]]:
+    """The chapters of ``profile`` on ``device`` predicted, opened alone on a fresh runtime, above their budget
+    (:data:`BUDGET_MINUTES`), or without one: ``{stem: (minutes, budget or None)}``, empty when all fit. By
+    default at the pessimistic end (:func:`pessimistic_constants`) where the device's constants are assumed.
+    The profile is read when called, so it covers every dataset the active configuration selects."""
+    budget = BUDGET_MINUTES[profile, device]
+    out = {}
+    for stem in CHAPTERS:
+        minutes = chapter_minutes(stem, profile, device, pessimistic=pessimistic)
+        if stem not in budget or minutes > budget[stem]:
+            out[stem] = (minutes, budget.get(stem))
+    return out
 
 
 def predict(profile: str, device: str) -> dict:
     """Predicted work and minutes of every chapter: ``{"profile", "device", "constants", "chapters":
-    {stem: {"flops", "steps", "minutes", "minutes_in_book", "host_seconds", "terms"}}, "total_minutes",
-    "total_minutes_in_book"}``. ``minutes``: the chapter alone on a fresh runtime (what a reader who opens
-    it on Colab waits); ``minutes_in_book``: after the earlier chapters filled the cache (a whole-book run)."""
+    {stem: {"flops", "steps", "minutes", "minutes_pessimistic", "minutes_in_book", "host_seconds", "terms"}},
+    "total_minutes", "total_minutes_in_book"}``. ``minutes``: the chapter alone on a fresh runtime (what a
+    reader who opens it on Colab waits); ``minutes_pessimistic``: the same at :data:`PESSIMISTIC_EFFICIENCY`
+    where the device's constants are assumed; ``minutes_in_book``: after the earlier chapters filled the
+    cache (a whole-book run)."""
     dev = device_constants(device)
     get_profile(profile)  # validate the name
     chapters = {}
@@ -588,6 +633,7 @@ def predict(profile: str, device: str) -> dict:
         chapters[stem] = {
             "flops": w.flops, "steps": w.steps, "host_seconds": w.host,
             "minutes": (w.seconds(dev) + dev.chapter_seconds) / 60,
+            "minutes_pessimistic": chapter_minutes(stem, profile, device, pessimistic=True),
             "minutes_in_book": chapter_seconds(stem, profile, device, in_book=True) / 60,
             "terms": {k: {"flops": f, "steps": s, "host_seconds": h} for k, (f, s, h) in w.terms.items()},
         }
@@ -600,8 +646,9 @@ def predict(profile: str, device: str) -> dict:
 
 def recorded_timings_path(profile: str = "quick", device: str = "cpu") -> Path:
     """The committed record of a whole-book run on a quiet machine: ``results/timings/book-<profile>-<device>.json``
-    (written by ``bash tools/book.sh --record``; a plain ``book.sh`` run writes its times under ``_build/``)."""
-    return timings_dir() / f"book-{profile}-{device}.json"
+    (written by ``bash tools/book.sh --record``; a plain ``book.sh`` run writes its times under ``_build/``),
+    read from the checkout or from the copy shipped in the installed package."""
+    return recorded_timings_dir() / f"book-{profile}-{device}.json"
 
 
 def read_timings(path) -> dict[str, float]:
@@ -673,6 +720,7 @@ def fit(profile: str = "quick", device: str = "cpu", measured: dict | None = Non
             "profile": profile, "device": device}
 
 
-__all__ = ["predict", "chapter_minutes", "chapter_work", "chapter_seconds", "Work", "Device", "DEVICE_TABLE",
-           "CHAPTERS", "fit", "measured_timings", "read_timings", "recorded_timings_path", "compare", "train", "evaluate", "dm", "gradient_matching", "mia_pipeline",
+__all__ = ["predict", "chapter_minutes", "over_budget", "pessimistic_constants", "PESSIMISTIC_EFFICIENCY",
+           "chapter_work", "chapter_seconds", "Work", "Device", "DEVICE_TABLE", "CHAPTERS", "fit", "measured_timings",
+           "read_timings", "recorded_timings_path", "compare", "train", "evaluate", "dm", "gradient_matching", "mia_pipeline",
            "mia_experiment", "inference", "bootstrap", "ssim", "accounting", "forward_flops"]

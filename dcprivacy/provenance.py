@@ -137,3 +137,19 @@ def results_dir() -> Path:
     """Where full-scale results live: ``$DCPRIVACY_RESULTS``, else ``results/`` beside the package."""
     env = os.environ.get("DCPRIVACY_RESULTS")
     return Path(env) if env else Path(__file__).resolve().parent.parent / "results"
+
+
+# The repository's results/ as the wheel ships it (pyproject.toml: the package dcprivacy._data is results/)
+SHIPPED_RESULTS = Path(__file__).resolve().parent / "_data"
+
+
+def records_dir(sub: str = "") -> Path:
+    """The folder ``sub`` of the recorded results that pages and predictions read (``bench``: the benchmark
+    records, ``timings``: chapter times and the cost model's calibration, ``condensation``, ...): under
+    :func:`results_dir` when it is there (a checkout), else under ``results/`` beside the package, else the
+    copy of ``results/`` shipped inside the installed package (``dcprivacy/_data``: a wheel, e.g. on Colab,
+    reads the same records as the checkout it was built from). Writing goes to :func:`results_dir`."""
+    for base in (results_dir(), Path(__file__).resolve().parent.parent / "results", SHIPPED_RESULTS):
+        if (base / sub).is_dir():
+            return base / sub
+    return results_dir() / sub

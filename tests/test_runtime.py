@@ -24,7 +24,10 @@ def test_note_gives_the_cost_models_predictions(stem, monkeypatch):
     note = runtime_note(stem)
     assert f"{minutes_text(cost.chapter_minutes(stem, 'quick', 'cpu'))} in `quick` on 2 CPU cores" in note
     assert f"{minutes_text(cost.chapter_minutes(stem, 'standard', 't4'))} in `standard` on a T4" in note
-    assert "the `quick` profile" in note and "%env DCPRIVACY_PROFILE=" in note
+    slow = cost.chapter_minutes(stem, "standard", "t4", pessimistic=True)
+    assert (f"up to {minutes_text(slow).removeprefix('about ')} if it runs slower" in note) == (
+        round(slow) > round(cost.chapter_minutes(stem, "standard", "t4")) and slow >= 1)
+    assert "the `quick` profile" in note and "%env DCPRIVACY_PROFILE=" in note and "re-run the setup cell" in note
     assert chapter_note(stem).data == note
 
 

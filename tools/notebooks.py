@@ -6,11 +6,17 @@ notebooks install and Colab opens. Everything else that names them is written fr
 - ``_config.yml``: the repository URL and branch, and the ref the Colab buttons and ``{source}`` links open;
 - ``.github/workflows/pages.yml``: the branch the site is published from;
 - ``README.md``: the block between ``<!-- colab:start -->`` and ``<!-- colab:end -->``;
-- every chapter's first code cell (the install cell) and second (the runtime note, dcprivacy.runtime), and
-  its links to the source at the release (the line under an excerpt that links to the whole function);
+- every chapter's first code cell (the install cell), second (the runtime note, dcprivacy.runtime) and the
+  first line of its third (the setup cell: a commented ``%env DCPRIVACY_PROFILE=…`` that picks the profile
+  when uncommented and the cell re-run), and its links to the source at the release;
 - ``notebooks/NN-name.ipynb``: each chapter as a plain notebook, MyST turned into what Jupyter and Colab
-  render: included code as listings, glued values as pointers to the cell that prints them, theorems,
-  exercises and admonitions as markdown, solutions collapsed, citations as author–year text.
+  render: included code as listings, glued values as the values the site shows (from the executed pair
+  ``book/NN-name.ipynb``, with their formatting), figure captions and alt text as a markdown cell after the
+  figure's code, theorems, exercises and admonitions as markdown (display math never inside a quote),
+  solutions collapsed, citations as author–year text and a reference list with LaTeX accents decoded.
+
+The comparison ignores the ``jupytext_version`` a chapter's header records (a newer jupytext does not make
+the copies stale), and writing keeps the recorded one.
 
     python tools/notebooks.py            # write all of the above
     python tools/notebooks.py --check    # exit 1, naming each stale file, if anything is out of date
@@ -18,6 +24,7 @@ notebooks install and Colab opens. Everything else that names them is written fr
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import re
 import sys
@@ -40,6 +47,10 @@ BOOK = ROOT / "book"
 NOTEBOOKS = "notebooks"  # the folder of the generated notebooks, relative to the repository root
 INSTALL_MARK = "# Install the book's package"
 NOTE_IMPORT = "from dcprivacy.runtime import chapter_note"
+# The setup cell (every chapter's third code cell) starts with these lines: uncommented and the cell re-run,
+# the profile changes (the cell reads it with get_profile(); dcprivacy.runtime's note says so).
+PROFILE_LINES = ("# %env DCPRIVACY_PROFILE=quick",
+                 "# ↑ to run another profile (quick, standard or paper): uncomment it, edit, re-run this cell and the ones below")
 # Colab ships these (and the package's other dependencies) in compatible versions; the install cell adds
 # the package without its dependencies, and of its extras only what is missing.
 EXTRAS = {"opacus": "opacus>=1.5"}
@@ -193,7 +204,37 @@ def chapter_text(md: Path, p: Project) -> str:
     else:
         note = nbformat.v4.new_code_cell(note_cell(md.stem), metadata={"tags": ["remove-input"]})
         nb.cells.insert(nb.cells.index(code[0]) + 1, note)
-    return jupytext.writes(nb, "md:myst")
+        code.insert(1, note)
+    if len(code) < 3 or "get_profile()" not in code[2].source:
+        raise ValueError(f"{md.name}: the third code cell must be the setup cell, which reads the profile "
+                         f"with get_profile()")
+    code[2].source = setup_cell(code[2].source)
+    return keep_jupytext_version(jupytext.writes(nb, "md:myst"), md.read_text())
+
+
+def setup_cell(source: str) -> str:
+    """The setup cell ``source`` starting with :data:`PROFILE_LINES` (whatever profile its first line names)."""
+    lines = source.split("\n")
+    head = 0
+    while head < len(lines) and (re.fullmatch(r"#? ?%env DCPRIVACY_PROFILE=\S*", lines[head].strip())
+                                 or lines[head].startswith("# ↑ ")):
+        head += 1
+    return "\n".join([*PROFILE_LINES, *lines[head:]])
+
+
+VERSION_LINE = re.compile(r"^(\s*jupytext_version:).*$", re.M)
+
+
+def keep_jupytext_version(text: str, old: str) -> str:
+    """``text`` with the ``jupytext_version`` its header records replaced by the one ``old`` records: the
+    installed jupytext's version is not content."""
+    m = VERSION_LINE.search(old)
+    return VERSION_LINE.sub(lambda _: m.group(0), text, count=1) if m else text
+
+
+def same_text(a: str, b: str) -> bool:
+    """Whether two files' texts agree, ignoring the ``jupytext_version`` of a header."""
+    return VERSION_LINE.sub(r"\1", a) == VERSION_LINE.sub(r"\1", b)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -290,7 +331,15 @@ class Bibliography:
 
 
 def _plain(tex: str) -> str:
-    return re.sub(r"[{}]", "", tex.replace("--", "–").replace("\\&", "&"))
+    """BibTeX text as plain text: LaTeX accents and symbols decoded (``Tram{\\`e}r`` → Tramèr, ``--`` → –,
+    ``\\&`` → &; latexcodec, which pybtex depends on), braces dropped, ``$…$`` math kept for Jupyter."""
+    import latexcodec  # noqa: F401  (registers the "ulatex" codec)
+    math = re.findall(r"\$[^$]+\$", tex)
+    text = re.sub(r"\$[^$]+\$", "MATH0MATH", tex)  # kept as written: Jupyter typesets it
+    text = re.sub(r"[{}]", "", codecs.decode(text, "ulatex"))
+    for m in math:
+        text = text.replace("MATH0MATH", m, 1)
+    return text
 
 
 def _page_title(stem: str) -> str:
@@ -304,31 +353,44 @@ def _page_title(stem: str) -> str:
 class Converter:
     """Turns one chapter's MyST markdown cells into markdown that Jupyter and Colab render."""
 
-    def __init__(self, md: Path, p: Project, labels: Labels, bib: Bibliography, glued: dict[str, int]):
+    def __init__(self, md: Path, p: Project, labels: Labels, bib: Bibliography, glued: dict[str, int],
+                 values: dict[str, str] | None = None):
         self.md, self.p, self.labels, self.bib, self.glued = md, p, labels, bib, glued
+        self.values = values or {}  # name → text/plain of each glued value, from the executed pair
         self.exercises: dict[str, int] = {}
         self.cell = 0  # index of the cell being converted (for "above"/"below")
         self.glue_seen: dict[str, list[str]] = {}  # glued names met in this cell, by where they are computed
 
     def cell_markdown(self, i: int, source: str) -> str:
-        """One markdown cell, with a closing line naming the cells that print its glued values."""
+        """One markdown cell, with a closing line saying where this run prints the values the text shows."""
         self.cell, self.glue_seen = i, {}
-        text = self.convert(source)
-        notes = [f"{', '.join(f'`{k}`' for k in keys)}: printed as `name = value` by the code {where}"
-                 for where, keys in self.glue_seen.items()]
-        return text + (f"\n\n<small>({'; '.join(notes)}.)</small>" if notes else "")
+        text = re.sub(r"(?m)^---\n\n---$", "---", self.convert(source))  # two ruled blocks share a rule
+        if not self.glue_seen:
+            return text
+        run = self.values.get("profile")
+        where = "; ".join(f"{', '.join(f'`{k} = …`' for k in keys)} in the code {w}" for w, keys in self.glue_seen.items())
+        site = f"the site's `{format_glue(run, '')}` run" if run is not None else "the site's run"
+        return text + f"\n\n<small>(Values as on the page: {site}. This notebook prints its own: {where}.)</small>"
 
     # roles
     def role(self, m: re.Match) -> str:
         name, text = m.group(1), m.group(2)
         if name.startswith("glue"):
-            key = text.split(":")[0].strip()
+            if name not in ("glue", "glue:text", "glue:md"):
+                raise ValueError(f"{self.md.name}: no plain-markdown form for {{{name}}} (glue, glue:text, glue:md)")
+            key, _, spec = text.partition(":")
+            key = key.strip()
             cells = [i for (f, name), i in self.glued.items() if (re.fullmatch(name, key) if f else name == key)]
             if not cells:
                 raise KeyError(f"{self.md.name}: {{{name}}}`{text}` names no glue(...) call of a code cell")
+            if key not in self.values:
+                raise KeyError(f"{self.md.name}: book/{self.md.stem}.ipynb holds no value glued as {key!r}: execute "
+                               f"the chapter first (`jupytext --sync` it, then `jupyter execute --inplace "
+                               f"book/{self.md.stem}.ipynb`), then run this script")
             where = "above" if cells[0] < self.cell else "below"
             self.glue_seen.setdefault(where, []).append(key) if key not in self.glue_seen.get(where, []) else None
-            return f"`{key}`"
+            value = format_glue(self.values[key], spec)
+            return value if name == "glue:md" else _escape(value)
         if name in ("cite", "cite:p", "cite:ps", "cite:t", "cite:ts"):
             return self.bib.cite(text, textual=name.startswith("cite:t"))
         if name in ("prf:ref", "ref", "numref", "doc"):
@@ -360,12 +422,12 @@ class Converter:
         body = self.convert(body)
         if name == "literalinclude":
             return self.listing(arg, options)
-        if name.startswith("prf:"):
+        if name.startswith("prf:"):  # not quoted: their bodies hold display math, which a quote would break
             kind = name[4:]
             if kind == "proof":
-                return _quote(f"*Proof.*{_sep(body)}{body} $\\blacksquare$")
+                return f"*Proof.*{_sep(body)}{body} $\\blacksquare$"
             title = PROOF_KINDS.get(kind, kind.title()) + (f" ({self.roles(arg)})" if arg else "")
-            return _quote(f"**{title}.**{_sep(body)}{body}")
+            return _ruled(f"**{title}.**{_sep(body)}{body}")
         if name == "exercise":
             n = len(self.exercises) + 1
             if "label" in options:
@@ -378,7 +440,7 @@ class Converter:
             return f"<details>\n<summary>Solution to {what}</summary>\n\n{body}\n\n</details>"
         if name == "admonition" or name in ADMONITIONS:
             title = self.roles(arg) if name == "admonition" else name.title()
-            return _quote(f"**{title}**\n\n{body}")
+            return (_ruled if DISPLAY_MATH.search(body) else _quote)(f"**{title}**\n\n{body}")
         if name in ("math",):
             return f"$$\n{body}\n$$"
         if name in ("code-block", "code", "sourcecode"):
@@ -445,6 +507,71 @@ class Converter:
         return "\n".join(out)
 
 
+DISPLAY_MATH = re.compile(r"\$\$|\\begin\{")
+
+
+def _ruled(text: str) -> str:
+    """A block between two horizontal rules (how a theorem, or an admonition holding display math, stands
+    apart without a quote: JupyterLab shows a quote's ">" inside display math)."""
+    return f"---\n\n{text}\n\n---"
+
+
+def format_glue(text: str, spec: str) -> str:
+    """A glued value's ``text/plain`` as ``{glue:text}`key:spec``` shows it (myst_nb's format_plain_text):
+    the literal evaluated when it is one (quotes dropped), then formatted by ``spec``'s type."""
+    import ast
+    try:
+        value = ast.literal_eval(text)
+    except (SyntaxError, ValueError):
+        value = text
+    if spec == "":
+        return str(value)
+    kind = spec[-1]
+    if kind == "s":
+        value = str(value)
+    elif kind in "bcdoxX":
+        value = int(value)
+    elif kind in "eEfFgGn%":
+        value = float(value)
+    return format(value, spec)
+
+
+def _escape(text: str) -> str:
+    """Plain text that Jupyter's markdown shows as it is (no emphasis, math, code or HTML)."""
+    return re.sub(r"([\\`*_$<>\[\]|])", r"\\\1", text)
+
+
+def glued_values(ipynb: Path) -> dict[str, str]:
+    """``name → text/plain`` of every value glued in an executed notebook (myst_nb's glue outputs)."""
+    if not ipynb.exists():
+        return {}
+    values = {}
+    for cell in nbformat.read(ipynb, as_version=4).cells:
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            sb = out.get("metadata", {}).get("scrapbook")
+            if sb and "name" in sb:
+                data = out.get("data", {})
+                prefix = sb.get("mime_prefix", "")
+                plain = next((data[prefix + m] for m in ("text/markdown", "text/plain") if prefix + m in data), None)
+                if plain is not None:
+                    values[sb["name"]] = "".join(plain) if isinstance(plain, list) else plain
+    return values
+
+
+def figure_text(conv: "Converter", metadata: dict) -> str | None:
+    """The caption and alt text of a code cell's figure (``mystnb: {figure: {caption}, image: {alt}}``) as
+    markdown, or None when the cell has neither."""
+    mystnb = metadata.get("mystnb", {}) or {}
+    caption = ((mystnb.get("figure") or {}).get("caption") or "").strip()
+    alt = ((mystnb.get("image") or {}).get("alt") or "").strip()
+    if not caption and not alt:
+        return None
+    parts = [f"**Figure.** {conv.convert(' '.join(caption.split()))}"] if caption else []
+    if alt:
+        parts.append(f"<small>*Image description (alt text):* {conv.convert(' '.join(alt.split()))}</small>")
+    return "\n\n".join(parts)
+
+
 def _sep(body: str) -> str:
     """What goes between a bold title and its body: a paragraph break before a list, display or block."""
     return "\n\n" if re.match(r"\s*([-*+] |\d+\. |\$\$|```|>|\|)", body) else " "
@@ -509,7 +636,7 @@ def colab_notebook(md: Path, p: Project, labels: Labels | None = None, root: Pat
     labels = labels or Labels.of(chapters(root))
     bib = Bibliography(md.parent / "references.bib")
     src = jupytext.read(md)
-    conv = Converter(md, p, labels, bib, glue_cells(src))
+    conv = Converter(md, p, labels, bib, glue_cells(src), glued_values(md.with_suffix(".ipynb")))
     cells = []
     for i, c in enumerate(src.cells):
         if c.cell_type == "code":
@@ -519,6 +646,11 @@ def colab_notebook(md: Path, p: Project, labels: Labels | None = None, root: Pat
         else:
             cell = nbformat.v4.new_markdown_cell(conv.cell_markdown(i, c.source))
         cells.append(cell)
+        if c.cell_type == "code":  # a figure's caption and alt text, right after its code
+            conv.cell = i
+            figure = figure_text(conv, c.metadata)
+            if figure:
+                cells.append(nbformat.v4.new_markdown_cell(figure))
         if i == 0:
             cells.append(nbformat.v4.new_markdown_cell(
                 f"*This notebook is generated from `book/{md.name}` of [dcprivacy]({p.repository}) at release "
@@ -565,7 +697,7 @@ def stale(root: Path = ROOT) -> list[Path]:
     files = outputs(root)
     ours = set(files)
     extra = [f for f in (root / NOTEBOOKS).glob("*.ipynb") if f not in ours]
-    return [f for f, text in files.items() if not f.exists() or f.read_text() != text] + extra
+    return [f for f, text in files.items() if not f.exists() or not same_text(f.read_text(), text)] + extra
 
 
 def main(argv=None) -> int:
@@ -583,7 +715,7 @@ def main(argv=None) -> int:
     p = project()
     for md in chapters():
         text = chapter_text(md, p)
-        if md.read_text() != text:
+        if not same_text(md.read_text(), text):
             md.write_text(text)
             print(f"wrote {md.relative_to(ROOT)}")
     (ROOT / NOTEBOOKS).mkdir(exist_ok=True)
@@ -593,7 +725,7 @@ def main(argv=None) -> int:
             f.unlink()
             print(f"removed {f.relative_to(ROOT)}")
     for f, text in files.items():
-        if not f.exists() or f.read_text() != text:
+        if not f.exists() or not same_text(f.read_text(), text):
             f.write_text(text)
             print(f"wrote {f.relative_to(ROOT)}")
     return 0

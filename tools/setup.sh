@@ -25,7 +25,7 @@ fi
 # package with its extras.
 if ! "$PYTHON" -c "import torch, torchvision" >/dev/null 2>&1; then
   echo "setup: pip install torch torchvision"
-  "$PYTHON" -m pip install -q "torch>=2.3,<3" "torchvision>=0.18"
+  "$PYTHON" -m pip install -q "torch>=2.4,<3" "torchvision>=0.19"  # pyproject.toml's minimum
 fi
 # (checked from outside the checkout: the installed dcprivacy must be this one, as notebook kernels see it)
 here=$(pwd -P)
