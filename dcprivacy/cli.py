@@ -804,6 +804,41 @@ def _reproduce(args) -> int:
     return 0 if all(s["status"] in ("done", "skipped") for s in record["steps"].values()) else 1
 
 
+# --- the one-run audit's bound (dcprivacy.audit) ---------------------------------------------------------
+
+def _float_arg(what: str):
+    """An argparse ``type``: a finite number (the range is checked by dcprivacy.audit, in one line)."""
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number for {what}, got {text!r}") from None
+        if v != v or v in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"expected a finite number for {what}, got {text!r}")
+        return v
+    return parse
+
+
+def _audit_bound_args(p: argparse.ArgumentParser):
+    p.add_argument("--canaries", type=_int(1), required=True, help="m: canaries, each included with probability 1/2")
+    p.add_argument("--guesses", type=_int(0), required=True, help="r: guesses made (k+ + k-; abstentions excluded)")
+    p.add_argument("--correct", type=_int(0), required=True, help="v: guesses that were right")
+    p.add_argument("--delta", type=_float_arg("--delta"), required=True, help="δ of the (ε, δ)-DP hypothesis, in [0, 1)")
+    p.add_argument("--alpha", type=_float_arg("--alpha"), default=0.05, help="the level, in (0, 1) (default 0.05)")
+
+
+@subcommand("audit-bound", "the ε lower bound of a one-run privacy audit (Steinke, Nasr & Jagielski 2023, "
+            "Theorem 7) from m canaries, r guesses and v right ones")(_audit_bound_args)
+def _audit_bound(args) -> int:
+    from .audit import epsilon_lower, p_value
+    eps = epsilon_lower(args.canaries, args.guesses, args.correct, args.delta, args.alpha)
+    result = {"epsilon_lower": eps, "canaries": args.canaries, "guesses": args.guesses, "correct": args.correct,
+              "delta": args.delta, "alpha": args.alpha,
+              "p_value_at_bound": p_value(args.canaries, args.guesses, args.correct, eps, args.delta)}
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (``prog: error: …``), exit status 2."""
 

@@ -143,7 +143,7 @@ class Visual:
 @dataclass(frozen=True)
 class DP:
     """Chapter 8: differentially private DM against DP-SGD (see dcprivacy.dp)."""
-    epsilons: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
+    epsilons: tuple[float, ...] = (1.0, 2.0, 8.0)  # the accuracy sweep (the paper profile adds 4)
     delta: float = 1e-5
     accountant: str = "prv"  # "prv" (tight) or "rdp" (an upper bound)
     per_class_pool: int = 300  # real images per class (0: all); this public size divides DP-DM's noisy sums
@@ -159,10 +159,19 @@ class DP:
     dpsgd_lr: float = 0.25  # SGD, momentum 0.9 (0.1–0.5 within 5 points at ε = 1 and 8)
     eval_epochs: int = 100  # training on a released DP-DM set (post-processing)
     eval_models: int = 2  # models trained on each DP-DM set of the ε sweep
+    seeds: int = 3  # seeds of the accuracy comparison at attack_epsilon (DP-SGD, DM, random images; seed 0: the sweep's)
     attack_epsilon: float = 2.0  # the ε of the models LiRA attacks: e^ε·FPR + δ still bounds TPR below 1
     attack_runs: int = 8  # K models per private pipeline (LiRA leave-one-out: each the target once)
     attack_pool: int = 1000  # class-balanced; each run's private set is a random half
     attack_test: int = 2000  # test images that measure the attacked models' accuracy (0: all)
+    # the one-run audit (dcprivacy.audit): one run per pipeline on the attack pool, with two sets of canaries
+    audit_canaries: int = 1000  # white box: canary records (fixed clipped embedding / gradient), every release seen
+    audit_image_canaries: int = 200  # black box: mislabelled training images, the released model(s) seen
+    audit_models: int = 1  # ConvNets trained on each audited DP-DM release, for the black box
+    audit_guesses: tuple[tuple[float, float], ...] = ((0.05, 0.0), (0.1, 0.0), (0.1, 0.1), (0.25, 0.25))  # (k₊, k₋)/m
+    audit_alpha: float = 0.05  # the audit's level, Bonferroni over audit_guesses
+    audit_noise_divisor: float = 10.0  # the broken DP-DM adds σ / this while claiming the ε of σ
+    audit_power_canaries: tuple[int, ...] = (1000, 10000, 100000)  # canary counts of the simulated power curves
 
 
 @dataclass(frozen=True)
@@ -222,7 +231,8 @@ PROFILES: dict[str, Profile] = {
         # a pool of 1000 per class (DP-DM's noisy sums divided by 1000, not 6000: noise 6× larger than on the
         # whole set, still below the signal at ε = 1 over 1000 releases), K = 16 attacked models on a pool of 2000
         dp=DP(per_class_pool=1000, width=32, iterations=1000, sample_rate=0.05, dpsgd_epochs=10,
-              dpsgd_sample_rate=0.02, eval_epochs=200, attack_runs=16, attack_pool=2000, attack_test=0),
+              dpsgd_sample_rate=0.02, eval_epochs=200, attack_runs=16, attack_pool=2000, attack_test=0,
+              audit_canaries=2000, audit_image_canaries=500, audit_power_canaries=(2000, 20000)),
     ),
     "paper": Profile(
         "paper", "the papers' sizes: a large GPU and hours",
@@ -247,8 +257,11 @@ PROFILES: dict[str, Profile] = {
         visual=Visual(classes=10, per_class_pool=0, width=128, batch_real=256, dm_iterations=20000,
                       dm_snapshots=(0, 100, 1000, 20000), dc_iterations=1000, dc_loops=None,
                       dc_snapshots=(0, 100, 1000), candidates=50, others=100, exact_check=50),
-        dp=DP(per_class_pool=0, width=128, iterations=10000, sample_rate=0.01, dpsgd_epochs=50,
-              dpsgd_sample_rate=0.01, eval_epochs=1000, attack_runs=64, attack_pool=20000, attack_test=0),
+        dp=DP(epsilons=(1.0, 2.0, 4.0, 8.0), per_class_pool=0, width=128, iterations=10000, sample_rate=0.01,
+              dpsgd_epochs=50,
+              dpsgd_sample_rate=0.01, eval_epochs=1000, attack_runs=64, attack_pool=20000, attack_test=0,
+              seeds=5, audit_canaries=10000, audit_image_canaries=1000, audit_models=3,
+              audit_power_canaries=(10000, 100000)),
     ),
 }
 

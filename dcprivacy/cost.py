@@ -536,6 +536,19 @@ def ch07_visual_privacy(p: Profile, dev: Device) -> Work:
     return w
 
 
+# Host work of chapter 8's audit, on the same 2-core CPU: one simulated white-box release of one canary (a
+# Bernoulli, a normal and a log-likelihood term) ≈ 5e-8 s; one LiRA leave-one-out over K runs costs ≈ 1e-7 s
+# per (target, shadow, example, query).
+AUDIT_SIM_ELEMENT = 5e-8
+LOO_ELEMENT = 1e-7
+
+
+def _attacks_host(runs: int, pool: int, shadows: int, attacks: int = 5) -> Work:
+    """Every attack of ``pipelines.ATTACKS`` (five today) run leave-one-out on ``runs`` targets with
+    ``shadows`` shadows each, over ``pool`` examples and 2 queries, on the host."""
+    return Work(host=LOO_ELEMENT * attacks * runs * shadows * pool * 2)
+
+
 def ch08_dp_condensation(p: Profile, dev: Device) -> Work:
     d, g = p.dp, dev.gpu_paths
     per_class, TEST_SIZE = d.per_class_pool or data_info().train_per_class, data_info().test_size
@@ -553,9 +566,15 @@ def ch08_dp_condensation(p: Profile, dev: Device) -> Work:
                     steps=3 * batches * models)
 
     ev = evaluate(NUM_CLASSES * d.ipc, d.eval_epochs, d.eval_models, width=d.width, gpu_paths=g)
+    dm_plain = dm(d.ipc, d.iterations, max(1, round(d.sample_rate * per_class)), width=d.width)
     w = (eps * (dp_dm(n, d.iterations) + ev)).named("DP-DM sweep")
     w = w + (eps * dp_sgd(n, 1) + eps * inference(TEST_SIZE, 1, width=d.width)).named("DP-SGD sweep")
-    w = w + (dm(d.ipc, d.iterations, max(1, round(d.sample_rate * per_class)), width=d.width) + ev).named("DM plain")
+    w = w + (dm_plain + ev).named("DM plain")
+    # the attacked ε over seeds: DP-DM, DP-SGD and DM from real images for seeds 1 … S − 1, random real images for all S
+    S = d.seeds
+    w = w + ((S - 1) * (dp_dm(n, d.iterations) + ev + dp_sgd(n, 1) + inference(TEST_SIZE, 1, width=d.width) + dm_plain
+                        + ev) + S * ev).named(
+        "seeds at the attacked ε")
     # σ calibrations are cached per (ε, δ, q, T): one per ε for DP-DM (shared with the accounting section),
     # one per ε for DP-SGD; the accounting section's curves evaluate ε at 8 σ with 2 accountants
     w = w + accounting(calibrations=2 * len(d.epsilons), evaluations=16 + 3 * len(d.epsilons)).named("accounting")
@@ -565,13 +584,33 @@ def ch08_dp_condensation(p: Profile, dev: Device) -> Work:
                   + inference(test, K, queries=2, width=d.width, gpu_paths=g))  # as mia_pipeline scores
     w = w + (K * dp_dm(half, d.iterations) + train(NUM_CLASSES * d.ipc, d.eval_epochs, K, width=d.width, gpu_paths=g)
              + dp_sgd(half, K) + scored + accounting(calibrations=1)).named("attacked DP pipelines")
-    # the positive control: chapter 4's real and DM pipelines, at this audit's K, pool and test images
-    control = replace(p.mia, runs=K, pool=d.attack_pool, test_size=test)
-    w = w + (mia_pipeline("real", control, gpu_paths=g) + mia_pipeline("dm", control, gpu_paths=g)).named(
-        "positive control")
-    w = w + bootstrap(K * d.attack_pool, p.mia.bootstrap, 4).named("attacks")
-    w = w + bootstrap(p.mia.runs * p.mia.pool, p.mia.bootstrap, len(p.mia.pipelines) + 1).named("chapter 5's rows")
+    # every attack, each target against the other half: an upper bound (cross_attack scores LiRA and the loss
+    # attack per half, vectorised; any other attack takes K calls of K/2 + 1 runs, as counted here)
+    w = w + (2 * _attacks_host(K * (K // 2 + 1), d.attack_pool, K // 2)
+             + bootstrap(K * d.attack_pool, p.mia.bootstrap, 2)).named("attacks")
+    # the one-run audit: one run of each of 5 pipelines on the attack pool and the included image canaries
+    n_a = d.attack_pool + d.audit_image_canaries / 2
+    release_models = (train(NUM_CLASSES * d.ipc, d.eval_epochs, d.audit_models, width=d.width, gpu_paths=g)
+                      + inference(d.audit_image_canaries, d.audit_models, queries=2, width=d.width, gpu_paths=g)
+                      + inference(test, d.audit_models, width=d.width, gpu_paths=g))
+    one_model = inference(d.audit_image_canaries, 1, queries=2, width=d.width) + inference(test, 1, width=d.width)
+    w = w + (3 * (dp_dm(n_a, d.iterations) + release_models) + 2 * (dp_sgd(n_a, 1) + one_model)
+             + accounting(calibrations=1, evaluations=4)).named("one-run audit")
+    sims = sum(d.audit_power_canaries) * d.iterations * 6  # 6 noise divisors at every canary count
+    w = w + (Work(host=AUDIT_SIM_ELEMENT * sims) + accounting(evaluations=6)).named("audit power (simulated)")
+    # chapter 5's rows and frontier: every attack on every pipeline and subset size, the strongest bootstrapped
+    m = p.mia
+    points = len(m.pipelines) + len(m.subset_sizes) + 1
+    w = w + (_attacks_host(m.runs * points, m.pool, m.runs - 1)
+             + bootstrap(m.runs * m.pool, m.bootstrap, points)).named("chapter 5's rows and frontier")
     return w
+
+
+def _chapter8_standalone(p: Profile, dev: Device) -> Work:
+    """Chapter 8 alone with an empty cache: chapter 4's experiment, and the smallest subset size of chapter 5's
+    frontier, one image per class (the rest of chapter 5's sweep is drawn only when chapter 5 cached it)."""
+    small = mia_pipeline("subset", replace(p.mia, ipc=1), gpu_paths=dev.gpu_paths) if p.mia.ipc != 1 else Work()
+    return _chapter4_models(p, dev) + small.named("subset size 1 (re-created)")
 
 
 def _chapter4_models(p: Profile, dev: Device) -> Work:
@@ -592,7 +631,7 @@ CHAPTERS = {
 
 # What a chapter re-creates from an earlier chapter when it runs alone with an empty cache; in a whole-book
 # run the earlier chapter has filled the cache and this work is skipped.
-RECREATES = {"05-no-free-lunch": _chapter4_models, "08-dp-condensation": _chapter4_models}
+RECREATES = {"05-no-free-lunch": _chapter4_models, "08-dp-condensation": _chapter8_standalone}
 
 
 def _profile(profile, dataset: str | None) -> Profile:

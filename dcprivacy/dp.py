@@ -177,52 +177,6 @@ def tpr_bound(fpr, epsilon: float, delta: float) -> np.ndarray:
     return np.clip(np.minimum(np.exp(epsilon) * f + delta, 1 - np.exp(-epsilon) * (1 - delta - f)), 0.0, 1.0)
 
 
-def _thresholds(pos: np.ndarray, neg: np.ndarray, fprs) -> list[float]:
-    """Thresholds t of the test "member when score ≥ t" that give the false-positive rates ``fprs`` on the
-    negatives' scores ``neg`` and the same false-negative rates on the positives' ``pos`` (both sorted, descending)."""
-    P, N = len(pos), len(neg)
-    thresholds = []
-    for f in fprs:
-        k = int(np.floor(f * N))
-        thresholds.append(neg[k] + 1e-12 * max(1.0, abs(neg[k])) if k < N else -np.inf)
-        k = int(np.floor(f * P))
-        thresholds.append(pos[P - 1 - k] if k < P else np.inf)
-    return thresholds
-
-
-def epsilon_lower_bound(scores, labels, delta: float, *, level: float = 0.95,
-                        fprs=(1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3)) -> dict:
-    """The ε that an attack's ROC proves, with confidence ``level``: the largest ε that no (ε, δ)-DP
-    mechanism could show these scores, beyond sampling noise.
-
-    For the thresholds that give the false-positive rates ``fprs`` (and, read the other way round, the
-    same false-negative rates), Clopper–Pearson bounds at ``level`` (Bonferroni over all of them) give
-    a TPR no lower than ``tpr_lo`` and an FPR no higher than ``fpr_hi``; DP would require
-    ``tpr_lo ≤ e^ε·fpr_hi + δ`` and ``1 − fpr_hi ≤ e^ε·(1 − tpr_lo) + δ``, so
-    ε ≥ max(log((tpr_lo − δ)/fpr_hi), log((1 − fpr_hi − δ)/(1 − tpr_lo))). Returns ``epsilon`` (that
-    maximum, 0 when nothing is proven) and the rows [fpr, tpr, fpr_hi, tpr_lo, ε] it came from. The
-    intervals treat every (model, example) score as an independent trial — an approximation when scores
-    share models and examples."""
-    from scipy.stats import beta
-    from .metrics import _check
-    s, lab = _check(scores, labels)
-    pos, neg = np.sort(s[lab])[::-1], np.sort(s[~lab])[::-1]
-    P, N = len(pos), len(neg)
-    thresholds = _thresholds(pos, neg, fprs)  # "member when score ≥ t"
-    alpha = (1 - level) / (2 * len(thresholds))  # two bounds per threshold, Bonferroni
-    rows = []
-    for t in thresholds:
-        tp, fp = int((pos >= t).sum()), int((neg >= t).sum())
-        tpr_lo = beta.ppf(alpha, tp, P - tp + 1) if tp > 0 else 0.0
-        fpr_hi = beta.ppf(1 - alpha, fp + 1, N - fp) if fp < N else 1.0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            e1 = np.log((tpr_lo - delta) / fpr_hi) if tpr_lo > delta else -np.inf
-            e2 = np.log((1 - fpr_hi - delta) / (1 - tpr_lo)) if 1 - fpr_hi > delta else -np.inf
-        rows.append([fp / N, tp / P, fpr_hi, tpr_lo, float(max(e1, e2))])
-    rows = np.array(rows)
-    return {"epsilon": float(max(0.0, rows[:, 4].max())), "rows": rows, "level": level}
-
-
 # --- DP distribution matching ------------------------------------------------------------------------
 
 def _subseed(seed: int, stream: int) -> int:
@@ -255,14 +209,22 @@ def poisson_sample(n: int, rate: float, *, generator: torch.Generator, device=No
 
 def dp_dm_step(net: torch.nn.Module, xr: torch.Tensor, yr: torch.Tensor, xs: torch.Tensor,
                opt: torch.optim.Optimizer, *, num_classes: int, ipc: int, clip: float, noise_multiplier: float,
-               denom: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+               denom: torch.Tensor, generator: torch.Generator | None = None, audit=None) -> torch.Tensor:
     """One DP-DM iteration after its draws: release the noisy clipped class sums of the sampled real
     examples ``xr``/``yr`` (the Gaussian mechanism, the only read of private data), divide them by the
     public ``denom`` = q·n_c [num_classes, 1], and take one step of ``opt`` that moves the mean clipped
-    embedding of each class's ``ipc`` synthetic images ``xs`` (sorted by class) towards them. Returns the loss."""
+    embedding of each class's ``ipc`` synthetic images ``xs`` (sorted by class) towards them. Returns the loss.
+    ``audit`` (:class:`dcprivacy.audit.EmbeddingCanaries`): its canaries that the step samples join the
+    sampled embeddings, and it observes the release."""
     with torch.no_grad():  # the mechanism
-        target = noisy_class_sums(net.embed(xr), yr, num_classes, clip=clip, noise_multiplier=noise_multiplier,
-                                  generator=generator) / denom  # post-processing from here on
+        emb, labels = net.embed(xr), yr
+        if audit is not None:  # an audit's canary records, Poisson-sampled like the real ones
+            emb, labels = (torch.cat(pair) for pair in zip((emb, labels), audit.sample()))
+        release = noisy_class_sums(emb, labels, num_classes, clip=clip, noise_multiplier=noise_multiplier,
+                                   generator=generator)
+        if audit is not None:
+            audit.observe(release)
+        target = release / denom  # post-processing from here on
     mean_syn = clip_rows(net.embed(xs), clip).view(num_classes, ipc, -1).mean(1)
     loss = ((mean_syn - target) ** 2).sum()
     opt.zero_grad(set_to_none=True)
@@ -277,7 +239,8 @@ def dp_distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc:
                              clip: float = 1.0, lr_img: float = 1000.0, momentum: float = 0.5,
                              augment: str | None = None, arch: str = "convnet", width: int = 16,
                              depth: int = 3, accountant: str = "prv", seed: int = 0,
-                             secret_seed: int | None = None, device=None, desc: str = "DP-DM") -> DPSyntheticSet:
+                             secret_seed: int | None = None, device=None, desc: str = "DP-DM",
+                             audit=None) -> DPSyntheticSet:
     """Condense ``real_x``/``real_y`` into ``ipc`` images per class with (ε, δ)-DP (see the module docstring).
 
     ``num_classes`` and ``class_size`` are public facts about the pool, declared by the caller and
@@ -295,6 +258,10 @@ def dp_distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc:
     ``secret_seed`` the mechanism's coins — the Poisson samples and the Gaussian noise — from a
     generator of their own. Default: derived from ``seed`` (reproducible, hence not secret: pass
     ``secrets.randbits(62)`` for a real release).
+
+    ``audit``: an :class:`dcprivacy.audit.EmbeddingCanaries` whose included canaries are part of the
+    private data (Poisson-sampled at the same rate, from its own secret generator) and which sees every
+    release; ``None`` (default) for a release.
     """
     from . import checks
     checks.images(real_x, "real_x")
@@ -348,7 +315,7 @@ def dp_distribution_matching(real_x: torch.Tensor, real_y: torch.Tensor, *, ipc:
             t = sample_transforms(num_classes, augment, shape[-2:], generator=gen, device=device, share=num_classes)
             xr, xs = apply_transforms(xr, t, yr), apply_transforms(xs, t, syn_y)
         losses[it] = dp_dm_step(net, xr, yr, xs, opt, num_classes=num_classes, ipc=ipc, clip=clip,
-                                noise_multiplier=sigma, denom=denom, generator=noise_gen)
+                                noise_multiplier=sigma, denom=denom, generator=noise_gen, audit=audit)
     # the release: the images, and what produced them
     config = dict(method="dp-dm", ipc=ipc, init="noise", iterations=iterations, lr_img=lr_img, momentum=momentum,
                   augment=augment, arch=arch, width=width, depth=depth, seed=seed,
@@ -385,11 +352,12 @@ def _opacus_quiet():
 
 def dpsgd_train_one(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, noise_multiplier: float,
                     sample_rate: float, epochs: int, clip: float, expected_batch: float, lr: float, momentum: float,
-                    accountant: str, secret_seed: int, on_epoch: Callable[[], object] | None = None):
+                    accountant: str, secret_seed: int, on_epoch: Callable[[], object] | None = None, audit=None):
     """Train ``net`` on ``x``/``y`` with DP-SGD, on the device of ``x``: ⌊1/q⌋ Poisson-sampled batches an epoch
     (q = ``sample_rate``); each step clips every example's gradient to norm ``clip``, sums them, adds
     N(0, σ²·clip²) and divides by the public ``expected_batch``. Returns the plain trained module and the
-    accountant's history (σ, q, steps)."""
+    accountant's history (σ, q, steps). ``audit`` (:class:`dcprivacy.audit.GradientCanaries`): its sampled
+    canaries' gradients join every step's per-example gradients, and it observes every noisy step."""
     from opacus import GradSampleModule
     from opacus.accountants import create_accountant
     from opacus.data_loader import DPDataLoader
@@ -409,7 +377,11 @@ def dpsgd_train_one(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, n
             for xb, yb in loader:
                 opt.zero_grad(set_to_none=True)
                 F.cross_entropy(model(xb), yb, reduction="sum").backward()
+                if audit is not None:  # an audit's canary records, Poisson-sampled like the real ones
+                    audit.insert(opt.params)
                 opt.step()  # clip each example's gradient, sum, add the noise, divide by expected_batch, step
+                if audit is not None:
+                    audit.observe(opt.params, expected_batch)
             if on_epoch is not None:
                 on_epoch()
     (hist,) = accountant_.history  # [(σ, q, steps)]: one kind of step, merged by Opacus
@@ -421,7 +393,8 @@ def dpsgd_train_models(factory: Callable[[int], torch.nn.Module], x: torch.Tenso
                        members: torch.Tensor | None = None, dataset_size: float | None = None, epochs: int = 5,
                        sample_rate: float = 0.05, clip: float = 1.0, lr: float = 0.25, momentum: float = 0.9,
                        accountant: str = "prv", test: tuple[torch.Tensor, torch.Tensor] | None = None,
-                       secret_seeds: Sequence[int] | None = None, device=None, desc: str = "DP-SGD") -> DPSGDResult:
+                       secret_seeds: Sequence[int] | None = None, device=None, desc: str = "DP-SGD",
+                       audit=None) -> DPSGDResult:
     """Train ``len(seeds)`` models with DP-SGD (Opacus, Poisson sampling), one after another; model ``i``
     starts from ``factory(seeds[i])`` and trains on the rows of ``x`` where ``members[i]`` is True (all
     rows without ``members``). Each model is (ε, δ)-DP for add/remove-one neighbours of its own set.
@@ -437,7 +410,9 @@ def dpsgd_train_models(factory: Callable[[int], torch.nn.Module], x: torch.Tenso
     networks); the Poisson samples and the noise come from ``secret_seeds`` (default: derived from
     ``seeds``, reproducible and so not secret — pass ``secrets.randbits(62)`` values for a real
     release). Plain SGD with momentum; no augmentation. Opacus provides the per-example gradients
-    (``GradSampleModule``), the clipping and noise (``DPOptimizer``) and the Poisson loader.
+    (``GradSampleModule``), the clipping and noise (``DPOptimizer``) and the Poisson loader. ``audit``: an
+    :class:`dcprivacy.audit.GradientCanaries` whose included canaries join the private set of the one model
+    trained (one seed).
     """
     from opacus.validators import ModuleValidator
     from .train import Ensemble, accuracy
@@ -461,6 +436,8 @@ def dpsgd_train_models(factory: Callable[[int], torch.nn.Module], x: torch.Tenso
         dataset_size = x.shape[0]
     if not dataset_size > 0:
         raise ValueError(f"dataset_size={dataset_size}: must be > 0")
+    if audit is not None and len(seeds) != 1:
+        raise ValueError(f"audit: canaries audit one run, one model; got {len(seeds)} seeds")
     if secret_seeds is not None and len(secret_seeds) != len(seeds):
         raise ValueError(f"secret_seeds: give one per model ({len(seeds)}), or none")
     errors = ModuleValidator.validate(factory(int(seeds[0])), strict=False)
@@ -479,7 +456,7 @@ def dpsgd_train_models(factory: Callable[[int], torch.nn.Module], x: torch.Tenso
         net, hist = dpsgd_train_one(factory(int(seed)).to(device), x[keep].to(device), y[keep].to(device),
                                     noise_multiplier=sigma, sample_rate=sample_rate, epochs=epochs, clip=clip,
                                     expected_batch=expected_batch, lr=lr, momentum=momentum, accountant=accountant,
-                                    secret_seed=secret, on_epoch=lambda: bar.update(1))
+                                    secret_seed=secret, on_epoch=lambda: bar.update(1), audit=audit)
         if hist != (sigma, sample_rate, steps):
             raise RuntimeError(f"Opacus recorded {hist}, expected {(sigma, sample_rate, steps)}")
         eps.append(epsilon(*hist, delta, accountant))  # = the accountant's ε, cached
@@ -494,6 +471,6 @@ def dpsgd_train_models(factory: Callable[[int], torch.nn.Module], x: torch.Tenso
 
 
 __all__ = ["ACCOUNTANTS", "clip_rows", "class_sums", "noisy_class_sums", "epsilon", "calibrate_noise",
-           "analytic_gaussian_epsilon", "tpr_bound", "epsilon_lower_bound",
+           "analytic_gaussian_epsilon", "tpr_bound",
            "DPSyntheticSet", "noise_init", "poisson_sample", "dp_dm_step", "dp_distribution_matching", "DPSGDResult",
            "dpsgd_train_one", "dpsgd_train_models"]

@@ -333,6 +333,15 @@ def _attack_data(ds, cfg: MIA, seed: int, device, *, with_pool: bool = False):
     return (x, y, masks, *test, pool_idx) if with_pool else (x, y, masks, *test)
 
 
+def subset_sweep_path(ds, cfg: MIA, *, sizes: Sequence[int] | None = None, seed: int = 0,
+                      query: str = "flip") -> Path:
+    """Where :func:`run_subset_sweep` keeps this sweep in the cache (the file exists once it has run)."""
+    from .data import cache_dir
+    sizes = sorted({int(s) for s in (cfg.subset_sizes if sizes is None else sizes)})
+    key = hashlib.sha256(repr((asdict(cfg), sizes, seed, query, ds.name, _code_fingerprint())).encode()).hexdigest()[:20]
+    return cache_dir() / "experiments" / f"subsets-{key}.pt"
+
+
 def run_subset_sweep(ds, cfg: MIA, *, sizes: Sequence[int] | None = None, seed: int = 0, device=None,
                      cache: bool = True, query: str = "flip", exp: Experiment | None = None,
                      log: Callable[[str], None] = print) -> dict[int, PipelineRuns]:
@@ -344,12 +353,10 @@ def run_subset_sweep(ds, cfg: MIA, *, sizes: Sequence[int] | None = None, seed: 
     from dataclasses import replace
 
     from . import files
-    from .data import cache_dir
     sizes = sorted({int(s) for s in (cfg.subset_sizes if sizes is None else sizes)})
     if not sizes or sizes[0] < 1:
         raise ValueError(f"sizes={sizes}: give one or more positive numbers of images per class")
-    key = hashlib.sha256(repr((asdict(cfg), sizes, seed, query, ds.name, _code_fingerprint())).encode()).hexdigest()[:20]
-    path = cache_dir() / "experiments" / f"subsets-{key}.pt"
+    path = subset_sweep_path(ds, cfg, sizes=sizes, seed=seed, query=query)
     if exp is not None:  # the baseline is compared with exp's pipelines run by run, example by example
         _, _, masks, _, _, pool_idx = _attack_data(ds, cfg, seed, "cpu", with_pool=True)
         if not (torch.equal(masks, exp.masks.cpu()) and torch.equal(pool_idx.cpu(), exp.pool_idx.cpu())):
@@ -532,8 +539,9 @@ def independent_masks(runs: int, n: int, *, seed: int = 0) -> torch.Tensor:
 
 
 def cross_attack(runs: PipelineRuns, masks: torch.Tensor, y: torch.Tensor, name: str = "lira-online-fixed"):
-    """Attack ``name`` (see ``ATTACKS``) on K runs whose ``masks`` come from :func:`independent_masks`:
-    each run of one half is a target, the runs of the other half are its shadow models."""
+    """Attack ``name`` (any of ``ATTACKS``) on K runs whose ``masks`` come from :func:`independent_masks`:
+    each run of one half is a target, and the runs of the *other* half are its shadow (reference) models:
+    the loss attack needs none, LiRA fits them, RMIA averages them and scores the population under both."""
     from .mia import AttackResult, lira, loss_scores, rmia
     K = masks.shape[0]
     if name not in ATTACKS:
@@ -541,17 +549,15 @@ def cross_attack(runs: PipelineRuns, masks: torch.Tensor, y: torch.Tensor, name:
     if list(runs.runs) != list(range(K)) or K % 4:
         raise ValueError(f"cross_attack needs all K = {K} runs of independent_masks (a multiple of 4), in order; "
                          f"got runs {runs.runs}")
-    members, h = masks.cpu(), K // 2
+    members, spec = masks.cpu(), ATTACKS[name]
+    halves = [list(range(K // 2)), list(range(K // 2, K))]
     if name == "loss":
         out = loss_scores(runs.logits, y.view(1, -1)).numpy()  # the target's own loss: no shadows
-    else:
-        variant, fixed = ATTACKS[name]
-        halves = [slice(0, h), slice(h, K)]
-        if name.startswith("rmia-"):
-            z = _population(runs)
-            out = np.concatenate([rmia(runs.scores[t], runs.scores[s], members[s], z[t], z[s], attack=variant)
-                                  for t, s in (halves, halves[::-1])])
-        else:
-            out = np.concatenate([lira(runs.scores[t], runs.scores[s], members[s], attack=variant,
-                                       fixed_variance=fixed) for t, s in (halves, halves[::-1])])
+    elif name.startswith("rmia-"):
+        z = _population(runs)
+        out = np.concatenate([rmia(runs.scores[t], runs.scores[s], members[s], z[t], z[s], attack=spec[0])
+                              for t, s in (halves, halves[::-1])])
+    else:  # LiRA
+        out = np.concatenate([lira(runs.scores[t], runs.scores[s], members[s], attack=spec[0], fixed_variance=spec[1])
+                              for t, s in (halves, halves[::-1])])
     return AttackResult(f"{name} (cross)", out.ravel(), members.numpy().ravel(), runs=K)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dcprivacy import cost, timings
-from dcprivacy.config import PROFILES
+from dcprivacy.config import PROFILES, replace
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,7 +84,10 @@ def test_standalone_chapters_pay_for_what_they_recreate():
         alone = cost.chapter_work(stem, "standard", "t4")
         in_book = cost.chapter_work(stem, "standard", "t4", in_book=True)
         ch4 = cost.mia_experiment(PROFILES["standard"].mia, gpu_paths=True)
-        assert alone.flops == pytest.approx(in_book.flops + ch4.flops)
+        # chapter 8 also draws one image per class of chapter 5's frontier when chapter 5 has not cached it
+        subset1 = cost.mia_pipeline("subset", replace(PROFILES["standard"].mia, ipc=1), gpu_paths=True).flops \
+            if stem == "08-dp-condensation" else 0.0
+        assert alone.flops == pytest.approx(in_book.flops + ch4.flops + subset1)
 
 
 def test_terms_follow_the_sizes():
