@@ -143,9 +143,9 @@ def test_subset_sweep_refuses_an_experiment_of_other_masks(fashion):
 
 
 def test_strongest_attack_is_judged_on_the_chosen_examples_only():
-    """Members' φ rise with their membership on the first half of the pool (every LiRA variant finds them);
+    """Members' φ rise with their membership on the first half of the pool (LiRA and RMIA find them);
     on the second half only their loss does (logits of members favour their label). Judged on the first
-    half, a LiRA variant wins; on the second, the loss attack."""
+    half, a LiRA or RMIA variant wins; on the second, the loss attack."""
     g = torch.Generator().manual_seed(0)
     K, n = 8, 400
     masks = membership_masks(K, n, seed=0)
@@ -154,10 +154,11 @@ def test_strongest_attack_is_judged_on_the_chosen_examples_only():
     scores = torch.randn(K, n, 2, generator=g, dtype=torch.float64) + 3.0 * (masks & first)[..., None]
     logits = torch.randn(K, n, 10, generator=g)
     logits[masks & ~first] += 6.0 * torch.nn.functional.one_hot(y, 10)[None].expand(K, n, 10)[masks & ~first]
+    population = torch.randn(K, 300, 2, generator=g, dtype=torch.float64)  # RMIA's: no model trained on them
     runs = P.PipelineRuns("fake", list(range(K)), scores, logits, torch.full((K,), 0.5),
-                          torch.zeros(K, n, dtype=torch.bool), torch.full((K,), n // 2))
+                          torch.zeros(K, n, dtype=torch.bool), torch.full((K,), n // 2), population=population)
     best, results = P.strongest_attack(runs, masks, y, first)
-    assert best.startswith("lira") and set(results) == set(P.ATTACKS)
+    assert best.startswith(("lira", "rmia")) and set(results) == set(P.ATTACKS)  # φ-based attacks see it
     assert P.strongest_attack(runs, masks, y, (~first).nonzero().flatten())[0] == "loss"
 
 
