@@ -50,8 +50,8 @@ bash tools/setup.sh
 "$PYTHON" -m dcprivacy data
 export DCPRIVACY_PROGRESS=${DCPRIVACY_PROGRESS:-0}  # pages show results, not progress bars
 echo "profile: $("$PYTHON" -c 'from dcprivacy.config import profile_name; print(profile_name())')"
-# every copy of [tool.dcprivacy] (install cells, _config.yml, README) and notebooks/ from the chapters
-"$PYTHON" tools/notebooks.py
+# every copy of [tool.dcprivacy] (install cells, _config.yml, README); notebooks/ once the chapters have run
+"$PYTHON" tools/notebooks.py --sources
 total_start=$(date +%s)
 timings=$(mktemp)  # "stem seconds" per chapter: written once every chapter ran (see dcprivacy/timings.py)
 for md in book/[0-9][0-9]-*.md book/appendix-*.md; do  # the chapters, then the appendices
@@ -63,7 +63,7 @@ for md in book/[0-9][0-9]-*.md book/appendix-*.md; do  # the chapters, then the 
   echo "$(basename "${md%.md}") $(( $(date +%s) - start ))" >> "$timings"
 done
 echo "all chapters executed in $(( $(date +%s) - total_start )) s"
-"$PYTHON" tools/notebooks.py >/dev/null  # again: syncing may have re-wrapped a chapter's source
+"$PYTHON" tools/notebooks.py >/dev/null  # notebooks/ from the executed chapters (their glued values)
 # _build/timings/book-<profile>-<device>.json, or with --record the committed results/timings/ one; then the
 # times beside the cost model's predictions (a report, not a check)
 "$PYTHON" -m dcprivacy.timings "$timings" ${RECORD[@]+"${RECORD[@]}"} && rm -f "$timings"

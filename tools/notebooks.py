@@ -625,7 +625,8 @@ def glue_cells(nb) -> dict[str, int]:
     found = {}
     for i, c in enumerate(nb.cells):
         if c.cell_type == "code":
-            for f, name in re.findall(r"""\bglue\(\s*(f?)["']([^"']+)["']""", c.source):
+            # the name ends at its own closing quote (an f-string may hold the other kind inside braces)
+            for f, _, name in re.findall(r"""\bglue\(\s*(f?)(["'])((?:(?!\2).)+)\2""", c.source):
                 key = re.sub(r"\\\{[^}]*\\\}", ".+", re.escape(name)) if f else name
                 found.setdefault((f, key), i)
     return found
@@ -676,8 +677,9 @@ def notebook_text(nb) -> str:
 
 # ----------------------------------------------------------------------------------------------------------
 
-def outputs(root: Path = ROOT) -> dict[Path, str]:
-    """Every file this script writes, with the content it should have."""
+def outputs(root: Path = ROOT, notebooks: bool = True) -> dict[Path, str]:
+    """Every file this script writes, with the content it should have (without ``notebooks``: all but the
+    Colab notebooks, which read glued values from the executed chapters)."""
     p = project(root)
     files = {root / "_config.yml": config_text((root / "_config.yml").read_text(), p),
              root / "README.md": readme_text((root / "README.md").read_text(), p, root)}
@@ -687,6 +689,8 @@ def outputs(root: Path = ROOT) -> dict[Path, str]:
     mds = chapters(root)
     for md in mds:
         files[md] = chapter_text(md, p)
+    if not notebooks:
+        return files
     labels = Labels.of(mds)
     for md in mds:
         files[root / NOTEBOOKS / f"{md.stem}.ipynb"] = notebook_text(colab_notebook(md, p, labels, root))
@@ -703,6 +707,10 @@ def stale(root: Path = ROOT) -> list[Path]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", action="store_true", help="write nothing; exit 1 if a file is out of date")
+    ap.add_argument("--sources", action="store_true",
+                    help="only the chapters and the copies of [tool.dcprivacy], not notebooks/: what must be right "
+                         "before the chapters are executed (a chapter that glues a new value cannot be made into "
+                         "its Colab notebook until it has run)")
     args = ap.parse_args(argv)
     if args.check:
         bad = stale()
@@ -718,9 +726,9 @@ def main(argv=None) -> int:
         if not same_text(md.read_text(), text):
             md.write_text(text)
             print(f"wrote {md.relative_to(ROOT)}")
+    files = outputs(notebooks=not args.sources)
     (ROOT / NOTEBOOKS).mkdir(exist_ok=True)
-    files = outputs()
-    for f in (ROOT / NOTEBOOKS).glob("*.ipynb"):
+    for f in [] if args.sources else (ROOT / NOTEBOOKS).glob("*.ipynb"):
         if f not in files:
             f.unlink()
             print(f"removed {f.relative_to(ROOT)}")
