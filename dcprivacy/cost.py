@@ -83,10 +83,11 @@ def pricing(dataset: str):
 BUDGET_MINUTES = {
     # Raised on 2026-12-04 (chapter 4 from 3.5, 5 from 4.0, 8 from 6.0, the book from 12): RMIA, the one-run
     # audit with its positive control, chapter 6's equal-norm control and the paired verdicts add work, and
-    # the whole-book run that day took 839 s (results/timings/book-quick-cpu.json), 13.8 min predicted.
+    # the whole-book run that day took 839 s (results/timings/book-quick-cpu.json), 13.8 min predicted. Chapter 6
+    # (from 1.0) and 8 alone also hold CIFAR-10's quick sizes: 1.7 and 7.6 min predicted (FashionMNIST 0.8, 7.2).
     ("quick", "cpu"): {"01-tour": 1.5, "02-condensation": 3.0, "03-linear-bound": 0.5, "04-membership-inference": 4.0,
-                       "05-no-free-lunch": 5.0, "06-nonlinear": 1.0, "07-visual-privacy": 1.0,
-                       "08-dp-condensation": 7.5,  # 5 and 8 standing alone: chapter 4's experiment included
+                       "05-no-free-lunch": 5.0, "06-nonlinear": 2.0, "07-visual-privacy": 1.0,
+                       "08-dp-condensation": 8.0,  # 5 and 8 standing alone: chapter 4's experiment included
                        "appendix-fast": 0.5},
     ("standard", "t4"): {stem: 20.0 for stem in ("01-tour", "02-condensation", "03-linear-bound",
                                                  "04-membership-inference", "05-no-free-lunch", "06-nonlinear",

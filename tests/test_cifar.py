@@ -48,7 +48,8 @@ TINY = replace(
     visual=Visual(classes=2, per_class_pool=10, ipc=2, width=4, batch_real=8, dm_iterations=3, dm_snapshots=(0, 3),
                   dc_iterations=2, dc_loops=(2, 2), dc_snapshots=(0, 2), candidates=3, others=3, exact_check=2,
                   shown=2),
-    dp=DP(epsilons=(1.0, 8.0), per_class_pool=20, ipc=2, width=4, iterations=3, sample_rate=0.2, dpsgd_epochs=1,
+    dp=DP(epsilons=(2.0, 8.0),  # the attacked ε (2) is one of the sweep's
+          per_class_pool=20, ipc=2, width=4, iterations=3, sample_rate=0.2, dpsgd_epochs=1,
           dpsgd_sample_rate=0.2, eval_epochs=2, eval_models=1, attack_runs=4, attack_pool=100, attack_test=100),
 )
 
