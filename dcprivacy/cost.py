@@ -81,12 +81,12 @@ def pricing(dataset: str):
 # book in order ≤ 12 minutes, ≤ 15 with the standalone re-creations); standard on a T4: a Colab session's
 # attention span, 20 minutes per chapter.
 BUDGET_MINUTES = {
-    # Raised on 2026-12-04 (chapter 4 from 3.5, 5 from 4.0, 8 from 6.0, the book from 12): RMIA, the one-run
+    # Raised on 2026-12-04 (chapter 4 from 3.5, 5 alone from 4.0, 8 alone from 6.0, the book from 12): RMIA, the one-run
     # audit with its positive control, chapter 6's equal-norm control and the paired verdicts add work, and
     # the whole-book run that day took 839 s (results/timings/book-quick-cpu.json), 13.8 min predicted. Chapter 6
     # (from 1.0) and 8 alone also hold CIFAR-10's quick sizes: 1.7 and 7.6 min predicted (FashionMNIST 0.8, 7.2).
     ("quick", "cpu"): {"01-tour": 1.5, "02-condensation": 3.0, "03-linear-bound": 0.5, "04-membership-inference": 4.0,
-                       "05-no-free-lunch": 5.0, "06-nonlinear": 2.0, "07-visual-privacy": 1.0,
+                       "05-no-free-lunch": 5.5, "06-nonlinear": 2.0, "07-visual-privacy": 1.0,
                        "08-dp-condensation": 8.0,  # 5 and 8 standing alone: chapter 4's experiment included
                        "appendix-fast": 0.5},
     ("standard", "t4"): {stem: 20.0 for stem in ("01-tour", "02-condensation", "03-linear-bound",
@@ -471,8 +471,9 @@ def ch05_no_free_lunch(p: Profile, dev: Device) -> Work:
     K ``subset`` runs at every size of ``cfg.subset_sizes`` but ``cfg.ipc``, which chapter 4 trained); every
     attack of ``pipelines.ATTACKS`` on every point of the privacy–utility frontier (every size, the real
     pipeline, the condensed ones) to choose the strongest; one summary per point on the test half (half the
-    pool) and per group of the subset's members (trained on / not, online and offline); and the paired
-    bootstraps (5 × ``cfg.bootstrap`` resamples) of the initialisers' comparison and of the verdict (every point
+    pool) and per group of DM's and the subset's members (two groups, four φ-based attacks); and the paired
+    bootstraps (5 × ``cfg.bootstrap`` resamples) of the initialisers' comparison (offline LiRA, then each of
+    the four) and of the verdict (every point
     on the test half at once).
     """
     from .pipelines import ATTACKS
@@ -482,9 +483,9 @@ def ch05_no_free_lunch(p: Profile, dev: Device) -> Work:
     points = len(cfg.subset_sizes) + 1 + sum(p_ not in ("real", "subset") for p_ in cfg.pipelines)
     choose = lira(cfg.runs, cfg.pool, points * len(ATTACKS) + 4).named("strongest attacks")
     summaries = (bootstrap(cfg.runs * cfg.pool / 2, cfg.bootstrap, points)
-                 + bootstrap(cfg.runs * cfg.pool, cfg.bootstrap, 4)).named("frontier and subset groups")
+                 + bootstrap(cfg.runs * cfg.pool, cfg.bootstrap, 2 * 8)).named("frontier and subset groups")
     paired = (bootstrap(cfg.runs * cfg.pool / 2, 5 * cfg.bootstrap, points)
-              + bootstrap(cfg.runs * cfg.pool * 0.6, 5 * cfg.bootstrap, 2)).named("paired tests")
+              + bootstrap(cfg.runs * cfg.pool * 0.6, 5 * cfg.bootstrap, 2 * 5)).named("paired tests")
     return _ch05_own(cfg) + sweep.named("subset-size sweep") + choose + summaries + paired
 
 
