@@ -20,6 +20,7 @@ the copies stale), and writing keeps the recorded one.
 
     python tools/notebooks.py            # write all of the above
     python tools/notebooks.py --check    # exit 1, naming each stale file, if anything is out of date
+    python tools/notebooks.py --sources  # all but notebooks/ (before the chapters run: tools/book.sh)
 """
 from __future__ import annotations
 
