@@ -244,6 +244,27 @@ def test_a_glued_value_missing_from_the_executed_pair_names_the_fix(tmp_path):
         N.colab_notebook(md, N.project(ROOT), N.Labels.of([md]), tmp_path)
 
 
+def test_glue_names_are_found_in_plain_and_f_strings_with_inner_quotes():
+    import nbformat
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell('glue("plain", 1)'),
+        nbformat.v4.new_code_cell("for k in ('dp-dm',):\n    glue(f\"acc_{k.replace('-', '_')}_seeds\", 2)"),
+        nbformat.v4.new_code_cell("glue('single', 3)")])
+    found = N.glue_cells(nb)
+    assert found[("", "plain")] == 0 and found[("", "single")] == 2
+    (f, pattern), = [k for k in found if k[0]]
+    assert found[(f, pattern)] == 1 and re.fullmatch(pattern, "acc_dp_dm_seeds") and not re.fullmatch(pattern, "acc")
+
+
+def test_sources_mode_writes_all_but_the_notebooks():
+    """Before the chapters run (tools/book.sh) only the chapters and the copies of [tool.dcprivacy] are
+    written: a notebook cannot be rendered until its chapter has glued its values."""
+    files = N.outputs(ROOT, notebooks=False)
+    assert files and not any(f.parent.name == N.NOTEBOOKS for f in files)
+    assert ROOT / "README.md" in files and all(md in files for md in N.chapters(ROOT))
+    assert set(files) < set(N.outputs(ROOT))
+
+
 @pytest.mark.parametrize("text,spec", [("3", ".1f"), ("0.123456", ".2%"), ("'quick'", ""), ("'quick'", "s"),
                                        ("12", "d"), ("1e-05", "g"), ("0.5", ".0%"), ("[1, 2]", ""), ("plain", "")])
 def test_glued_values_read_as_myst_nb_shows_them(text, spec):
