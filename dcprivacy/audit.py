@@ -96,12 +96,13 @@ def epsilon_lower(canaries: int, guesses: int, correct: int, delta: float = 0.0,
     """The ε lower bound of a one-run audit: the largest ε such that every ε' ≤ ε has
     :func:`p_value` ≤ ``alpha`` — i.e. the audit rejects (ε', ``delta``)-DP at level α for all of them.
 
-    Valid whatever the shape of the p-value in ε: an (ε₀, δ)-DP mechanism yields a bound above ε₀
+    The definition is valid whatever the shape of the p-value in ε: an (ε₀, δ)-DP mechanism yields a bound above ε₀
     only when the test of ε₀ itself rejects, which happens with probability at most α. The p-value
     rises with ε (tested over m, r, v and δ), so the search is a bisection — an upper end found by
-    doubling, then halvings to 1e-7 — followed by a check that no ε' on a grid below the result has a
-    p-value above α. With 2·m·δ ≤ 1, one more right guess never lowers the bound, and a larger δ never
-    raises it (both tested). Returns 0 when even ε = 0 is not rejected."""
+    doubling, then halvings to 1e-7 — followed by a check of a grid of ε' below the result: should one of
+    them not be rejected, the bound falls back to the last grid point below it that is (the search's
+    assumption failed there). With 2·m·δ ≤ 1, one more right guess never lowers the bound, and a larger δ
+    never raises it (both tested). Returns 0 when even ε = 0 is not rejected."""
     _check_counts(canaries, guesses, correct, delta)
     if not 0 < alpha < 1:
         raise ValueError(f"alpha={alpha}: must lie in (0, 1)")
@@ -116,8 +117,9 @@ def epsilon_lower(canaries: int, guesses: int, correct: int, delta: float = 0.0,
     while hi - lo > 1e-7:
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if ok(mid) else (lo, mid)
-    below = [e for e in np.linspace(0.0, lo, 10)[1:-1] if not ok(float(e))]
-    return float(below[0]) if below else float(lo)  # the first failure on the grid, should one exist
+    grid = np.linspace(0.0, lo, 10)[:-1]  # grid[0] = 0 is rejected (checked above)
+    first = next((i for i, e in enumerate(grid) if not ok(float(e))), None)
+    return float(lo) if first is None else float(grid[first - 1])  # only ε' that are all rejected
 
 
 # --- guesses and the audit ---------------------------------------------------------------------------
@@ -383,6 +385,12 @@ class AuditedRun:
     seconds: float = 0.0
 
 
+# The canaries' own secret stream: apart from every stream the mechanisms draw from the same secret
+# (dp._subseed(secret, 0 / 1): DP-DM's noise and Poisson samples, DP-SGD's samples and noise), so that which
+# canaries a step takes is independent of which records it takes and of the noise.
+CANARY_STREAM = 0xCA4A
+
+
 def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
 
@@ -434,7 +442,7 @@ def run_audit(name: str, x: torch.Tensor, y: torch.Tensor, canary_x: torch.Tenso
     data_y = torch.cat([y.cpu(), canary_y.cpu()[inc_img]]).to(device)
     declared = len(x) + m_img / 2  # public: the pool's size by design plus the canaries expected in
     secret = _seed(seed, 0x5EC2E7, AUDITED.index(name))  # the mechanism's coins (and the canaries' samples)
-    kw = dict(clip=cfg.clip, seed=_seed(seed, 3), secret_seed=_seed(secret, 1), device=device)
+    kw = dict(clip=cfg.clip, seed=_seed(seed, 3), secret_seed=_seed(secret, CANARY_STREAM), device=device)
     net_kw = dict(channels=shape[0], num_classes=num_classes, im_size=shape[-1], width=cfg.width)
     if name in ("dm", "dp-dm", "dp-dm-broken"):
         q, R = cfg.sample_rate, cfg.iterations

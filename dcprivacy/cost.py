@@ -482,8 +482,12 @@ def ch05_no_free_lunch(p: Profile, dev: Device) -> Work:
     choose = lira(cfg.runs, cfg.pool, points * len(ATTACKS) + 4).named("strongest attacks")
     summaries = (bootstrap(cfg.runs * cfg.pool / 2, cfg.bootstrap, points)
                  + bootstrap(cfg.runs * cfg.pool, cfg.bootstrap, 2 * 8)).named("frontier and subset groups")
-    paired = (bootstrap(cfg.runs * cfg.pool / 2, 5 * cfg.bootstrap, points)
-              + bootstrap(cfg.runs * cfg.pool * 0.6, 5 * cfg.bootstrap, 2 * 5)).named("paired tests")
+    # at least 20 resamples beyond each end of a Bonferroni interval (the chapter's family_resamples)
+    family = lambda tests: max(5 * cfg.bootstrap, math.ceil(40 * tests / 0.05))
+    condensed = sum(p_ not in ("real", "subset") for p_ in cfg.pipelines)
+    paired = (bootstrap(cfg.runs * cfg.pool / 2, family(3 * condensed), points)
+              + bootstrap(cfg.runs * cfg.pool * 0.6, 5 * cfg.bootstrap, 2)
+              + bootstrap(cfg.runs * cfg.pool * 0.6, family(4), 2 * 4)).named("paired tests")
     return _ch05_own(cfg) + sweep.named("subset-size sweep") + choose + summaries + paired
 
 

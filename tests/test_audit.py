@@ -258,3 +258,14 @@ def test_audit_bound_command():
                         (("--canaries", "x", "--guesses", "5", "--correct", "4", "--delta", "0"), "--canaries")):
         bad = _cli(*args)
         assert bad.returncode == 2 and match in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+def test_the_canaries_draw_from_a_stream_of_their_own():
+    """Which canaries a step takes must not be coupled to which records it takes or to its noise: the
+    canaries' secret stream differs from every stream the mechanisms derive from the same secret."""
+    for secret in (0, 1, 12345, 2 ** 40 + 7):
+        canary = A._seed(secret, A.CANARY_STREAM)
+        assert canary not in {dp._subseed(secret, k) for k in range(4)}
+        a = torch.Generator().manual_seed(canary)
+        b = torch.Generator().manual_seed(dp._subseed(secret, 1))
+        assert not torch.equal(torch.rand(64, generator=a), torch.rand(64, generator=b))
