@@ -279,8 +279,32 @@ def _check_name(name: str) -> str:
 # code runs on the file's bytes (the stand-ins check the state they are given and build the array with
 # np.frombuffer); any other global (os.system, builtins.eval, ...) is refused before anything is called.
 
-class _NDArrayName:
+class _Frozen:
+    """A global the unpickler hands out: shared by every read, so a file may not set its state (BUILD on it
+    raises instead of changing it for the rest of the process)."""
+    __slots__ = ()
+
+    def __setstate__(self, state):
+        raise pickle.UnpicklingError(f"refused: a CIFAR-10 file sets no state on {self!r}")
+
+
+class _Allowed(_Frozen):
+    """An allowed function, callable as itself, whose attributes a file cannot reach."""
+    __slots__ = ("_f",)
+
+    def __init__(self, f):
+        self._f = f
+
+    def __call__(self, *args):
+        return self._f(*args)
+
+    def __repr__(self) -> str:
+        return self._f.__name__
+
+
+class _NDArrayName(_Frozen):
     """``numpy.ndarray`` inside a CIFAR pickle: only an argument of ``_reconstruct`` (not callable)."""
+    __slots__ = ()
 
     def __repr__(self) -> str:
         return "numpy.ndarray"
@@ -352,11 +376,11 @@ def _short(obj) -> str:
 
 # (module, name) → what the unpickler gives for it: the whole allow-list
 CIFAR_PICKLE_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # the official files (numpy 1.x names)
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,  # files written by numpy ≥ 2
+    ("numpy.core.multiarray", "_reconstruct"): _Allowed(_reconstruct),  # the official files (numpy 1.x names)
+    ("numpy._core.multiarray", "_reconstruct"): _Allowed(_reconstruct),  # files written by numpy ≥ 2
     ("numpy", "ndarray"): _NDARRAY,
-    ("numpy", "dtype"): _dtype,
-    ("_codecs", "encode"): _latin1,  # bytes pickled by Python 3 at protocol 2
+    ("numpy", "dtype"): _Allowed(_dtype),
+    ("_codecs", "encode"): _Allowed(_latin1),  # bytes pickled by Python 3 at protocol 2
 }
 
 

@@ -132,6 +132,21 @@ def test_the_allow_list_is_what_the_format_names():
             data.CifarUnpickler(io.BytesIO(b"")).find_class(module, name)
 
 
+@pytest.mark.parametrize("module,name", [("numpy", "dtype"), ("numpy", "ndarray"),
+                                         ("numpy.core.multiarray", "_reconstruct"), ("_codecs", "encode")])
+@pytest.mark.parametrize("state", [{"evil": 1}, (None, {"__defaults__": (7, 7)})])
+def test_a_file_cannot_set_state_on_an_allowed_global(module, name, state):
+    """BUILD on an allowed global would change an object every later read shares: it is refused, and the
+    global is as it was."""
+    import io
+    before = repr(data.CIFAR_PICKLE_GLOBALS[module, name])
+    payload = f"c{module}\n{name}\n".encode() + pickle.dumps(state, protocol=2)[2:-1] + b"b."
+    with pytest.raises(pickle.UnpicklingError, match="sets no state"):
+        data.CifarUnpickler(io.BytesIO(payload)).load()
+    allowed = data.CIFAR_PICKLE_GLOBALS[module, name]
+    assert repr(allowed) == before and not hasattr(allowed, "__dict__") and not hasattr(allowed, "__defaults__")
+
+
 def test_official_md5s_are_recognised(tmp_path, monkeypatch):
     import hashlib
     import torchvision
